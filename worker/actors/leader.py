@@ -1,0 +1,31 @@
+"""The leader actor: a thin wrapper that runs the leader loop on Dramatiq's event loop."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from ..runtime import lead
+from ..settings import Settings
+from .watch import LEADER_ACTOR, LeaderWatch
+
+log = logging.getLogger(__name__)
+
+FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # leads until shutdown; the TimeLimit middleware must not cut it
+
+
+def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaderWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
+    """Declare ``lead_callbacks`` on ``broker``."""
+
+    async def lead_callbacks() -> str:
+        """Lead the callback queue until shutdown or deposition; hand over if it ends early."""
+        outcome = await lead(settings, should_stop=watch.stopping.is_set)
+        if outcome.reason in ("lost", "stopped") and not watch.stopping.is_set():
+            lead_callbacks_actor.send()  # keep a candidate in circulation
+        return outcome.reason
+
+    lead_callbacks_actor = dramatiq.actor(
+        lead_callbacks, actor_name=LEADER_ACTOR, broker=broker, max_retries=0, time_limit=FOREVER_MS, queue_name="leader"
+    )
+    return lead_callbacks_actor

@@ -1,0 +1,1 @@
+"""Sending one callback over HTTP: targets, signatures, outcome policy and the sender."""

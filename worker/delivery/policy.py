@@ -1,0 +1,120 @@
+"""Delivery policy as pure functions: what an HTTP outcome means and what happens next.
+
+Nothing here does I/O or reads a clock; callers pass ``now`` and a random
+source, so every rule is table-tested.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+class Verdict(enum.Enum):
+    """What one attempt's outcome says about the callback."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FINAL = "final"
+
+
+class Action(enum.Enum):
+    """What the leader does with the callback after an attempt."""
+
+    DONE = "delivered"
+    RETRY = "retrying"
+    DEAD = "dead"
+
+
+# Transport errors the sender reports, by kind. "blocked" (the SSRF guard) is
+# final: the address will not become allowed by waiting.
+RETRYABLE_ERRORS = frozenset({"timeout", "connect", "network", "protocol"})
+FINAL_ERRORS = frozenset({"blocked", "invalid_url"})
+
+
+def classify(status: int | None, error: str | None = None) -> Verdict:
+    """Classify an attempt by HTTP status (or transport error kind when there is no status).
+
+    2xx delivered; 408, 429 and 5xx retried; any other status final (3xx is
+    final too: redirects are never followed). Network errors and timeouts are
+    retried; a refusal by the SSRF guard is final.
+    """
+    if status is None:
+        return Verdict.FINAL if error in FINAL_ERRORS else Verdict.RETRY
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    if status in (408, 429) or 500 <= status < 600:
+        return Verdict.RETRY
+    return Verdict.FINAL
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or HTTP-date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def compute_backoff(
+    attempts_made: int, schedule: Sequence[float], *, jitter: float = 0.2, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait before attempt ``attempts_made + 1``.
+
+    The n-th retry waits ``schedule[n-1]`` (the last entry repeats), stretched by
+    up to ``jitter`` so retries of one burst do not return as a burst.
+    """
+    if attempts_made < 1:
+        raise ValueError("attempts_made starts at 1 (the attempt that just failed)")
+    base = schedule[min(attempts_made, len(schedule)) - 1]
+    return base * (1.0 + jitter * rand())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The next step for a callback after an attempt."""
+
+    action: Action
+    delay: float = 0.0
+    reason: str = ""
+
+
+def decide(
+    *,
+    status: int | None,
+    error: str | None,
+    attempts_made: int,
+    max_attempts: int,
+    schedule: Sequence[float],
+    retry_after: float | None = None,
+    retry_after_max: float = 3600.0,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """Deliver, retry after a delay, or dead-letter with a reason.
+
+    ``Retry-After`` is honoured up to ``retry_after_max``: the retry waits at
+    least that long, and never less than the backoff schedule says.
+    """
+    verdict = classify(status, error)
+    if verdict is Verdict.DELIVERED:
+        return Decision(Action.DONE)
+    what = f"HTTP {status}" if status is not None else (error or "error")
+    if verdict is Verdict.FINAL:
+        return Decision(Action.DEAD, reason=f"final: {what}")
+    if attempts_made >= max_attempts:
+        return Decision(Action.DEAD, reason=f"exhausted: {attempts_made} attempts, last {what}")
+    delay = compute_backoff(attempts_made, schedule, rand=rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, retry_after_max))
+    return Decision(Action.RETRY, delay=delay, reason=what)

@@ -1,0 +1,111 @@
+"""The HTTP edge: one aiohttp session per process, one signed POST per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..settings import Settings
+from ..streams.entry import CallbackEntry
+from . import signing
+from .targets import AddressRefused, GuardedResolver, guard_literal_host
+
+USER_AGENT = "callback-worker/1"
+DETAIL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt did: an HTTP status, or a transport error kind, and how long it took."""
+
+    status: int | None
+    error: str | None
+    detail: str
+    retry_after: str | None
+    started_at: float
+    duration: float
+
+
+class Sender:
+    """Posts callbacks: signed, no redirects, bounded time and response size, SSRF-guarded.
+
+    Create and use it on one event loop; call :meth:`close` when done.
+    """
+
+    def __init__(self, settings: Settings, keys: signing.SigningKeys) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        settings = self._settings
+        connector = aiohttp.TCPConnector(
+            limit=0,  # concurrency is the leader's business (global pace, per-host cap)
+            resolver=None if settings.allow_private else GuardedResolver(),
+            ttl_dns_cache=10,
+            enable_cleanup_closed=True,
+        )
+        timeout = aiohttp.ClientTimeout(total=settings.timeout, sock_connect=settings.connect_timeout)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"user-agent": USER_AGENT},
+            auto_decompress=False,
+            trust_env=False,
+        )
+
+    async def send(self, entry: CallbackEntry) -> AttemptResult:
+        """Make one attempt; never raises for network or HTTP failures."""
+        if self._session is None:
+            self._session = self._open()
+        body = entry.body.encode()
+        timestamp = int(time.time())
+        headers = signing.headers(self._keys.for_url(entry.url), entry.callback_id, timestamp, body)
+        started = time.time()
+        clock = time.perf_counter()
+        try:
+            if not self._settings.allow_private:
+                guard_literal_host(urlsplit(entry.url).hostname or "")
+            async with self._session.post(entry.url, data=body, headers=headers, allow_redirects=False) as response:
+                snippet = await response.content.read(self._settings.max_response_bytes)
+                if not response.content.at_eof():
+                    response.close()  # do not drain an oversized body; drop the connection
+                detail = snippet[:DETAIL_CHARS].decode("utf-8", "replace")
+                return AttemptResult(
+                    response.status,
+                    None,
+                    detail,
+                    response.headers.get("retry-after"),
+                    started,
+                    time.perf_counter() - clock,
+                )
+        except Exception as e:  # noqa: BLE001 - every failure becomes an outcome, classified by policy
+            kind, detail = _error_kind(e)
+            return AttemptResult(None, kind, detail, None, started, time.perf_counter() - clock)
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _error_kind(error: BaseException) -> tuple[str, str]:
+    from ..errors import BlockedAddress
+
+    text = f"{type(error).__name__}: {error}"[:DETAIL_CHARS]
+    if isinstance(error, BlockedAddress) or isinstance(getattr(error, "os_error", None), AddressRefused):
+        return "blocked", text
+    if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout", text
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "connect", text
+    if isinstance(error, (aiohttp.InvalidURL, ValueError)):
+        return "invalid_url", text
+    if isinstance(error, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return "protocol", text
+    return "network", text

@@ -1,0 +1,194 @@
+"""Which callback targets the worker may call: URL rules and the SSRF guard.
+
+Callback URLs are customer input. A URL is checked when it is enqueued (shape,
+scheme, literal addresses) and again when a connection is made: the resolver
+below filters every address DNS returns, so a name that resolves to a private
+address (or is re-pointed there later, DNS rebinding) is refused at connect
+time. ``CALLBACK_ALLOW_PRIVATE`` turns the address rules off (local receivers,
+tests); the URL shape rules always apply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+from ..errors import BlockedAddress, InvalidCallbackURL
+
+MAX_URL_LENGTH = 2048
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAMED_BLOCKS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "this-network"),
+    ("100.64.0.0/10", "carrier-grade NAT"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("64:ff9b::/96", "NAT64"),
+    ("64:ff9b:1::/48", "NAT64"),
+    ("2001:db8::/32", "documentation"),
+    ("fc00::/7", "unique-local"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("fd00:ec2::254/128", "cloud metadata"),
+)
+_BLOCKS = tuple((ipaddress.ip_network(net), name) for net, name in _NAMED_BLOCKS)
+
+
+def forbidden_reason(address: IPAddress) -> str | None:
+    """Why ``address`` may not be called, or ``None`` when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or _compat_ipv4(address)
+        if embedded is not None:
+            reason = forbidden_reason(embedded)
+            return f"{reason} (embedded in IPv6)" if reason else None
+    for network, name in _BLOCKS:
+        if address.version == network.version and address in network:
+            return name
+    if address.is_loopback:
+        return "loopback"
+    if address.is_private:
+        return "private"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_unspecified or address.is_reserved or address.is_multicast:
+        return "reserved"
+    return None
+
+
+def _compat_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    # Deprecated IPv4-compatible form ::a.b.c.d (not ::1 or ::).
+    if int(address) >> 32 == 0 and int(address) > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """The address a host string denotes by itself, in any spelling the C resolver accepts.
+
+    Besides dotted quads and IPv6 this covers ``2130706433``, ``0x7f000001``,
+    ``0177.0.0.1`` and ``127.1`` (inet_aton forms), which ``ipaddress`` rejects
+    but ``getaddrinfo`` happily connects to.
+    """
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if not host or not all(part for part in host.split(".")):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def check_callback_url(url: object, *, allow_private: bool) -> str:
+    """Validate a callback URL at enqueue time; return it unchanged.
+
+    Raises :class:`InvalidCallbackURL` saying what is wrong and how to fix it.
+    """
+    if not isinstance(url, str):
+        raise InvalidCallbackURL(f"callback_url must be a string, got {type(url).__name__}")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidCallbackURL(f"callback_url is {len(url)} characters; the limit is {MAX_URL_LENGTH}")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise InvalidCallbackURL("callback_url contains whitespace or control characters; percent-encode them")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise InvalidCallbackURL(f"callback_url {url!r} cannot be parsed: {e}") from e
+    if parts.scheme not in ("http", "https"):
+        raise InvalidCallbackURL(f"callback_url must start with http:// or https://, got {url[:80]!r}")
+    if not parts.hostname:
+        raise InvalidCallbackURL(f"callback_url {url[:80]!r} has no host; use an absolute URL like https://example.com/hook")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidCallbackURL(
+            "callback_url must not carry credentials (user:password@); receivers verify the webhook signature instead"
+        )
+    if port == 0:
+        raise InvalidCallbackURL("callback_url has port 0; use a real port or none")
+    if not allow_private:
+        address = parse_ip_literal(parts.hostname)
+        reason = forbidden_reason(address) if address is not None else None
+        hostname = parts.hostname.rstrip(".").lower()
+        if reason is None and (hostname == "localhost" or hostname.endswith(".localhost")):
+            reason = "loopback"
+        if reason is not None:
+            raise InvalidCallbackURL(
+                f"callback_url targets a {reason} address ({parts.hostname}); such targets are refused "
+                "unless CALLBACK_ALLOW_PRIVATE=1 is set"
+            )
+    return url
+
+
+def check_address(host: str, address: str) -> None:
+    """Raise :class:`BlockedAddress` if ``address`` (resolved for ``host``) is forbidden."""
+    parsed = parse_ip_literal(address)
+    if parsed is None:
+        raise BlockedAddress(f"{host} resolved to {address!r}, which is not an IP address")
+    reason = forbidden_reason(parsed)
+    if reason is not None:
+        raise BlockedAddress(f"{host} resolves to {parsed} ({reason}); refused by the SSRF guard")
+
+
+class AddressRefused(OSError):
+    """Raised inside aiohttp's connector when every resolved address is forbidden."""
+
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that drops forbidden addresses, so the check happens at connect time.
+
+    aiohttp skips the resolver for literal IP hosts; :func:`guard_literal_host`
+    covers those before the request is made.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed: list[ResolveResult] = []
+        refusal: BlockedAddress | None = None
+        for result in results:
+            try:
+                check_address(host, result["host"])
+            except BlockedAddress as e:
+                refusal = e
+                continue
+            allowed.append(result)
+        if not allowed:
+            # An OSError makes aiohttp report a connection error; the subclass lets the sender tell why.
+            raise AddressRefused(str(refusal or f"{host} did not resolve to an allowed address"))
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def guard_literal_host(host: str) -> None:
+    """Refuse a literal-IP host that aiohttp would connect to without resolving."""
+    address = parse_ip_literal(host)
+    if address is not None:
+        check_address(host, str(address))
+
+
+def describe(value: Any) -> str:
+    """A short, log-safe rendering of a URL: scheme, host and port only (paths may carry tokens)."""
+    try:
+        parts = urlsplit(str(value))
+        return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+    except ValueError:
+        return "<unparseable url>"

@@ -1,0 +1,84 @@
+"""Every Redis key the worker uses, built in one place.
+
+Layout for namespace ``cbw`` and queue ``default`` (the ``{default}`` hash tag
+keeps one queue's keys in one Redis Cluster slot, so scripts and MULTI work):
+
+=============================  ======  ==========================================================
+key                            type    holds
+=============================  ======  ==========================================================
+``cbw:{default}:stream``       stream  callbacks waiting or in flight; group ``deliverers``.
+                                       Entries are deleted when settled, so it never needs trimming.
+``cbw:{default}:delayed``      zset    retries and deferred entries, scored by due time (ms);
+                                       members are JSON entries, moved back by ``promote.lua``.
+``cbw:{default}:dlq``          stream  dead letters: the entry plus reason, status code, attempts.
+``cbw:{default}:leader``       string  the leader lease: ``token`` (PX = lease TTL).
+``cbw:{default}:leader:info``  hash    holder, pid, host, epoch, acquired/renewed times.
+``cbw:{default}:epoch``        string  fencing epoch, +1 on every acquisition.
+``cbw:{default}:election``     string  debounces the watchdogs' "start a leader" message.
+``cbw:{default}:pace``         string  GCRA theoretical arrival time (µs, Redis clock).
+``cbw:{default}:stats``        hash    counters and last-send time, for ``ops status``.
+``cbw:dramatiq:*``             various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
+=============================  ======  ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "deliverers"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names of one queue of one namespace."""
+
+    namespace: str
+    queue: str = "default"
+
+    @property
+    def _tag(self) -> str:
+        return f"{self.namespace}:{{{self.queue}}}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self._tag}:stream"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self._tag}:delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self._tag}:dlq"
+
+    @property
+    def lease(self) -> str:
+        return f"{self._tag}:leader"
+
+    @property
+    def lease_info(self) -> str:
+        return f"{self._tag}:leader:info"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self._tag}:epoch"
+
+    @property
+    def election(self) -> str:
+        return f"{self._tag}:election"
+
+    @property
+    def pace(self) -> str:
+        return f"{self._tag}:pace"
+
+    @property
+    def stats(self) -> str:
+        return f"{self._tag}:stats"
+
+    @property
+    def dramatiq_namespace(self) -> str:
+        return f"{self.namespace}:dramatiq"
+
+    def all_patterns(self) -> tuple[str, ...]:
+        """Glob patterns that match every key of the namespace (for ``ops reset``)."""
+        return (f"{self.namespace}:{{*}}:*", f"{self.dramatiq_namespace}*")

@@ -1,0 +1,380 @@
+"""The leader loop: the one consumer that paces and delivers a queue's callbacks.
+
+While it holds the lease it runs five cooperating tasks on one event loop:
+
+- intake: XREADGROUP new entries into per-host queues (a full host buffer defers);
+- dispatch: reserve start slots from the global pace and start deliveries at
+  their slot times, round-robin over hosts with a free slot;
+- settle: apply finished outcomes (ack, retry, dead letter) in one script call;
+- housekeeping: move due retries back, reclaim entries of silent consumers
+  (poison ones go to the dead letters);
+- renew: keep the lease, and stop taking new work the moment it is lost.
+
+On stop it finishes in-flight deliveries, hands unstarted entries back to the
+stream, settles, and releases the lease so the next leader starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from .delivery.policy import Action, Decision, decide, parse_retry_after
+from .delivery.sender import AttemptResult, Sender
+from .delivery.targets import describe
+from .hosts import HostQueues
+from .keys import Keys
+from .observer import DeliveryObserver
+from .settings import Settings
+from .streams.entry import CallbackEntry
+from .streams.lease import LeaderLease
+from .streams.pace import Pace
+from .streams.stream import CallbackStream, Settlement
+
+log = logging.getLogger(__name__)
+
+SETTLE_EVERY = 0.005  # seconds between settle round trips while outcomes arrive
+STOP_POLL = 0.05
+MAX_BACKOFF = 2.0
+
+
+@dataclass(frozen=True)
+class LeaderExit:
+    """Why :meth:`Leader.run` returned: ``not_leader``, ``stopped``, ``lost`` or ``idle`` (burst mode)."""
+
+    reason: str
+    epoch: int
+    delivered: int
+
+
+class Leader:
+    """Runs one leadership of one queue; create a new one for each term."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        sender: Sender,
+        *,
+        observer: DeliveryObserver | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        burst: bool = False,
+        lease: LeaderLease | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace, settings.queue)
+        self.stream = CallbackStream(client, self.keys)
+        self.pace = Pace(client, self.keys.pace, settings.rate)
+        self.lease = lease or LeaderLease(client, self.keys, settings.lease_ttl)
+        self.sender = sender
+        self.observer = observer or DeliveryObserver()
+        self.should_stop = should_stop
+        self.burst = burst
+        buffer = _buffer_size(settings)
+        self.queues = HostQueues(settings.host_concurrency, max(1, min(buffer, max(settings.batch_size, 4 * settings.host_concurrency))))
+        self.max_buffer = buffer
+        self._client = client
+        self._settlement = Settlement()
+        self._work = asyncio.Event()
+        self._space = asyncio.Event()
+        self._settle_now = asyncio.Event()
+        self._stopping = False
+        self._lost = False
+        self._idle = False
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+
+    @property
+    def consumer(self) -> str:
+        """This leader's consumer name in the group (host, pid, token prefix)."""
+        return self.lease.holder
+
+    async def run(self) -> LeaderExit:
+        """Lead until told to stop, the lease is lost, or (burst mode) the queue is idle."""
+        state = await self.lease.acquire()
+        if not state.held:
+            return LeaderExit("not_leader", state.epoch, 0)
+        log.info("leading %s as %s (epoch %d)", self.keys.stream, self.consumer, state.epoch)
+        await self.stream.ensure_group()
+        workers = [
+            asyncio.create_task(loop(), name=f"leader-{loop.__name__}")
+            for loop in (self._intake, self._dispatch, self._settle_loop, self._housekeeping, self._renew)
+        ]
+        try:
+            while not (self._stopping or self._lost or self._idle or self.should_stop()):
+                await asyncio.sleep(STOP_POLL)
+                for task in workers:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            self._stopping = True
+            self._work.set()
+            self._space.set()
+            await self._step_down(workers)
+        reason = "lost" if self._lost else "idle" if self._idle else "stopped"
+        log.info("stepped down from %s (%s, epoch %d, %d delivered)", self.keys.stream, reason, self.lease.epoch, self.delivered)
+        return LeaderExit(reason, self.lease.epoch, self.delivered)
+
+    async def _step_down(self, workers: list[asyncio.Task[None]]) -> None:
+        # Intake returns within one block period; the others only wait on events.
+        for task in workers[1:]:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RedisError, asyncio.TimeoutError):
+            await asyncio.wait_for(workers[0], timeout=self.settings.max_delay + 3)
+        for task in workers[1:]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries), timeout=self.settings.timeout + 1)
+        for entry in self.queues.drain():
+            self._settlement.again(entry)
+        await self._flush(retries=5)
+        if not self._lost:
+            with contextlib.suppress(RedisError, OSError):
+                await self.lease.release()
+
+    # -- intake -------------------------------------------------------------------------------
+
+    async def _intake(self) -> None:
+        block = min(self.settings.max_delay, 2.0)
+        failures = 0
+        while not self._stopping:
+            room = self.max_buffer - self.queues.waiting
+            if room <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            try:
+                entries = await self.stream.read(self.consumer, min(room, self.settings.batch_size), block)
+                failures = 0
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                await self.stream.ensure_group()  # the stream was deleted (ops reset): start over
+                continue
+            except (RedisError, OSError) as e:
+                failures += 1
+                await self._backoff("read", e, failures)
+                continue
+            self._accept(entries)
+
+    def _accept(self, entries: list[CallbackEntry]) -> None:
+        for entry in entries:
+            if self.queues.holds(entry.stream_id):
+                continue
+            if not self.queues.offer(entry):
+                # Its host is saturated and its buffer full: park it, not as an attempt.
+                self._settlement.delay(entry, max(1.0, self.settings.timeout), "deferred")
+                self._settle_now.set()
+        if entries:
+            self._work.set()
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        horizon = self.settings.min_interval
+        failures = 0
+        while not self._stopping:
+            startable = self.queues.startable()
+            if startable == 0:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            asked = loop.time()
+            try:
+                reservation = await self.pace.reserve(min(startable, self.settings.batch_size), horizon)
+                failures = 0
+            except (RedisError, OSError) as e:
+                failures += 1
+                await self._backoff("pace", e, failures)
+                continue
+            if reservation.granted == 0:
+                await asyncio.sleep(max(0.001, reservation.offset - horizon))
+                continue
+            for index in range(reservation.granted):
+                wait = asked + reservation.slot(index) - loop.time()
+                if wait > 0.0005:
+                    await asyncio.sleep(wait)
+                if self._stopping or self._lost:
+                    return
+                entry = self.queues.take()
+                if entry is None:
+                    break  # hosts filled up meanwhile: the rest of the slots lapse unused
+                self._start(entry)
+            self._space.set()
+
+    def _start(self, entry: CallbackEntry) -> None:
+        task = asyncio.create_task(self._deliver(entry))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, entry: CallbackEntry) -> None:
+        try:
+            self.observer.sending(entry)
+            result = await self.sender.send(entry)
+            decision = self._decide(entry, result)
+            self._record(entry, result, decision)
+            self.observer.attempted(entry, result, decision)
+        except Exception:  # a bug here must not leak the host slot; the entry stays pending and is reclaimed
+            log.exception("delivery of callback %s failed unexpectedly", entry.callback_id)
+        finally:
+            self.queues.done(entry)
+            self._work.set()
+
+    def _decide(self, entry: CallbackEntry, result: AttemptResult) -> Decision:
+        settings = self.settings
+        return decide(
+            status=result.status,
+            error=result.error,
+            attempts_made=entry.attempts + 1,
+            max_attempts=settings.max_attempts,
+            schedule=settings.retry_schedule,
+            retry_after=parse_retry_after(result.retry_after, time.time()),
+            retry_after_max=settings.retry_after_max,
+        )
+
+    def _record(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
+        if decision.action is Action.DONE:
+            self._settlement.ack(entry)
+            self.delivered += 1
+        elif decision.action is Action.RETRY:
+            self._settlement.delay(entry.next_attempt(), decision.delay, "retried")
+            log.info("callback %s to %s: %s, retry in %.1fs", entry.callback_id, describe(entry.url), decision.reason, decision.delay)
+        else:
+            self._settlement.dead(entry.next_attempt(), dead_fields(decision.reason, result))
+            log.warning("callback %s to %s dead-lettered: %s", entry.callback_id, describe(entry.url), decision.reason)
+        if self._settlement.count >= self.settings.batch_size:
+            self._settle_now.set()
+
+    # -- settle -------------------------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._settle_now.wait(), timeout=SETTLE_EVERY)
+            self._settle_now.clear()
+            await self._flush(retries=0)
+
+    async def _flush(self, retries: int) -> None:
+        if not self._settlement.count:
+            return
+        batch, self._settlement = self._settlement, Settlement()
+        for attempt in range(retries + 1):
+            try:
+                await self.stream.settle(batch)
+                return
+            except (RedisError, OSError) as e:
+                if attempt == retries:
+                    # Keep the outcomes: merged into the next settlement, they go with the next flush.
+                    batch.args.extend(self._settlement.args)
+                    batch.count += self._settlement.count
+                    self._settlement = batch
+                    log.warning("settle failed (%s); %d outcomes kept for the next try", e, batch.count)
+                    if retries == 0:
+                        await asyncio.sleep(0.1)
+                    return
+                await asyncio.sleep(0.1 * (attempt + 1))
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                await self._promote_due()
+                await self._reclaim()
+                if self.burst:
+                    self._idle = await self._queue_idle()
+                failures = 0
+            except (RedisError, OSError) as e:
+                failures += 1
+                await self._backoff("housekeeping", e, failures)
+                continue
+            await asyncio.sleep(self.settings.max_delay if not self.burst else 0.05)
+
+    async def _promote_due(self) -> None:
+        limit = self.settings.batch_size * 10
+        while True:
+            moved, _ = await self.stream.promote_due(limit)
+            if moved < limit:
+                return
+
+    async def _reclaim(self) -> None:
+        reclaimed = await self.stream.reclaim(self.consumer, self.settings.claim_idle)
+        fresh = [entry for entry in reclaimed.entries if not self.queues.holds(entry.stream_id)]
+        for entry in fresh:
+            times = reclaimed.deliveries.get(entry.stream_id or "", 1)
+            if times > self.settings.max_deliveries:
+                reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={self.settings.max_deliveries})"
+                self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": _now_ms()})
+                log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
+        if fresh:
+            log.info("reclaimed %d pending callbacks from silent consumers", len(fresh))
+            self._accept([e for e in fresh if reclaimed.deliveries.get(e.stream_id or "", 1) <= self.settings.max_deliveries])
+            self._settle_now.set()
+
+    async def _queue_idle(self) -> bool:
+        if self.queues.waiting or self.queues.in_flight or self._settlement.count:
+            return False
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(self.keys.stream)
+        pipe.zcard(self.keys.delayed)
+        length, delayed = await pipe.execute()
+        return int(length) == 0 and int(delayed) == 0
+
+    # -- lease --------------------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        period = self.settings.lease_ttl / 3
+        last_ok = time.monotonic()
+        while not self._stopping:
+            await asyncio.sleep(period)
+            try:
+                state = await self.lease.renew()
+            except (RedisError, OSError) as e:
+                log.warning("lease renewal failed: %s", e)
+                if time.monotonic() - last_ok >= self.settings.lease_ttl:
+                    self._lose("the lease expired while Redis was unreachable")
+                continue
+            if not state.held:
+                self._lose(f"another leader holds it (epoch {state.epoch})")
+            last_ok = time.monotonic()
+
+    def _lose(self, why: str) -> None:
+        log.warning("lost leadership of %s: %s; finishing in-flight deliveries", self.keys.stream, why)
+        self._lost = True
+        self._work.set()
+
+    async def _backoff(self, what: str, error: BaseException, failures: int) -> None:
+        delay = min(MAX_BACKOFF, 0.05 * 2 ** min(failures, 6))
+        log.warning("%s failed (%s: %s); retrying in %.2fs", what, type(error).__name__, error, delay)
+        await asyncio.sleep(delay)
+
+
+def dead_fields(reason: str, result: AttemptResult) -> dict[str, str]:
+    """The dead-letter record of a callback's last attempt."""
+    return {
+        "reason": reason,
+        "status": "" if result.status is None else str(result.status),
+        "error": result.detail,
+        "dead_ms": _now_ms(),
+    }
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+def _buffer_size(settings: Settings) -> int:
+    # Entries wait in memory at most about a third of the claim idle time at
+    # the global rate, so a waiting entry is never mistaken for a silent one.
+    by_rate = int(settings.rate * settings.claim_idle / 3)
+    return max(1, min(2 * settings.batch_size, by_rate))

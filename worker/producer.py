@@ -1,0 +1,121 @@
+"""The producer API: validate callbacks and add them to the stream in one round trip."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .delivery.targets import check_callback_url
+from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
+from .keys import Keys
+from .redis_client import sync_client
+from .settings import Settings
+from .streams.entry import CallbackEntry
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """One callback to enqueue: where to POST, what JSON to send, and the task it reports on."""
+
+    url: str
+    payload: Any
+    task_id: str | None = None
+
+
+def new_callback_id() -> str:
+    """A fresh ``webhook-id`` (``msg_`` + 32 hex digits, as Standard Webhooks suggests)."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def encode_payload(payload: Any, limit: int) -> str:
+    """The compact JSON body for ``payload``; raises a clear error when it cannot be sent."""
+    try:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidPayload(
+            f"payload is not JSON-serialisable ({e}); send dicts, lists, strings, finite numbers, booleans or None"
+        ) from e
+    size = len(body.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes as JSON; the limit is {limit} (CALLBACK_MAX_PAYLOAD_BYTES). "
+            "Send a reference (a URL or id) instead of the data"
+        )
+    return body
+
+
+class CallbackProducer:
+    """Adds callbacks to one queue's stream.
+
+    Every callback is validated before anything is sent; a batch goes in one
+    MULTI/EXEC round trip, so either all of it is enqueued or none.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self._settings = settings
+        self._keys = Keys(settings.namespace, settings.queue)
+        self._client = client or sync_client(settings.redis_url)
+
+    def entry(self, request: CallbackRequest, now_ms: int) -> CallbackEntry:
+        """Validate one request and build its stream entry (no I/O)."""
+        url = check_callback_url(request.url, allow_private=self._settings.allow_private)
+        if request.task_id is not None and not isinstance(request.task_id, str):
+            raise InvalidCallback(f"task_id must be a string or None, got {type(request.task_id).__name__}")
+        body = encode_payload(request.payload, self._settings.max_payload_bytes)
+        return CallbackEntry(new_callback_id(), url, body, request.task_id, 0, now_ms, now_ms)
+
+    def enqueue(self, url: str, payload: Any, *, task_id: str | None = None) -> str:
+        """Enqueue one callback; returns its id (the ``webhook-id`` of every attempt)."""
+        return self.enqueue_many([CallbackRequest(url, payload, task_id)])[0]
+
+    def enqueue_many(self, requests: Iterable[CallbackRequest | tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
+        """Enqueue many callbacks in one round trip; all or none. Returns their ids in order."""
+        now_ms = int(time.time() * 1000)
+        entries = []
+        for index, raw in enumerate(requests):
+            try:
+                entries.append(self.entry(_request(raw), now_ms))
+            except InvalidCallback as e:
+                raise type(e)(f"callback #{index}: {e}") from e
+        if not entries:
+            return []
+        pipe = self._client.pipeline(transaction=True)
+        for entry in entries:
+            pipe.xadd(self._keys.stream, entry.fields())  # type: ignore[arg-type]
+        try:
+            pipe.execute()
+        except redis.RedisError as e:
+            raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the callbacks: {e}") from e
+        return [entry.callback_id for entry in entries]
+
+    def close(self) -> None:
+        """Close the Redis connections."""
+        self._client.close()
+
+
+def _request(raw: CallbackRequest | tuple[Any, ...] | Mapping[str, Any]) -> CallbackRequest:
+    if isinstance(raw, CallbackRequest):
+        return raw
+    if isinstance(raw, Mapping):
+        unknown = set(raw) - {"url", "payload", "task_id"}
+        if unknown or "url" not in raw or "payload" not in raw:
+            raise InvalidCallback(f"expected keys url, payload[, task_id]; got {sorted(raw)}")
+        return CallbackRequest(raw["url"], raw["payload"], raw.get("task_id"))
+    if isinstance(raw, tuple) and len(raw) in (2, 3):
+        return CallbackRequest(*raw)
+    raise InvalidCallback("each callback is a CallbackRequest, a (url, payload[, task_id]) tuple or a mapping")
+
+
+def _safe(url: str) -> str:
+    """A Redis URL without its password, for error messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"

@@ -1,0 +1,42 @@
+"""Redis connections with timeouts chosen on purpose.
+
+redis-py 8 defaults to a 5 s socket timeout and ten silent retries: a blocking
+read longer than the timeout then hangs and retries, and a retried XREADGROUP
+or XADD can lose or duplicate entries. The worker sets its own timeouts and
+handles reconnection itself (the leader loop backs off and goes on).
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 10.0
+
+
+def _options(retries: int) -> dict[str, object]:
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
+def sync_client(url: str, *, retries: int = 2) -> redis.Redis:
+    """A blocking client (producer, operators, watchdog).
+
+    A retried XADD may enqueue a callback twice; both copies carry the same
+    ``webhook-id``, which is what receivers deduplicate on.
+    """
+    return redis.Redis.from_url(url, **_options(retries))  # type: ignore[arg-type]
+
+
+def async_client(url: str) -> aioredis.Redis:
+    """An asyncio client for the leader: no automatic retries, the loop retries itself."""
+    return aioredis.Redis.from_url(url, **_options(0))  # type: ignore[arg-type]

@@ -1,0 +1,30 @@
+"""Wires a leader to its connections for one leadership, and tears them down after."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .delivery.sender import Sender
+from .delivery.signing import SigningKeys
+from .leader import Leader, LeaderExit
+from .observer import DeliveryObserver
+from .redis_client import async_client
+from .settings import Settings
+
+
+async def lead(
+    settings: Settings,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    burst: bool = False,
+    observer: DeliveryObserver | None = None,
+) -> LeaderExit:
+    """Try to lead the queue; deliver until stopped, deposed or (``burst``) idle."""
+    client = async_client(settings.redis_url)
+    sender = Sender(settings, SigningKeys(settings.signing_secret, settings.signing_secrets))
+    try:
+        leader = Leader(settings, client, sender, observer=observer, should_stop=should_stop, burst=burst)
+        return await leader.run()
+    finally:
+        await sender.close()
+        await client.aclose()

@@ -1,0 +1,51 @@
+-- Settle a batch of callbacks the leader has finished with, atomically.
+--
+-- KEYS[1] stream    callback stream (entries are XACKed and XDELed here)
+-- KEYS[2] delayed   zset of retries/deferrals, score = due time in ms (Redis clock)
+-- KEYS[3] dead      dead-letter stream
+-- KEYS[4] stats     hash of counters for operators
+-- ARGV[1]           consumer group
+-- ARGV[2..]         records, each starting with a kind and a stream id:
+--   "ack"   id                                  delivered: remove from the stream
+--   "delay" id  delay_ms  member  counter       move to the delayed set (counter: "retried"|"deferred")
+--   "dead"  id  n  f1 v1 ... fn vn              append to the dead-letter stream
+--   "again" id  n  f1 v1 ... fn vn              re-add at the stream's tail (hand back unstarted work)
+-- Returns the number of ids that were still pending (XACK's answer): fewer than
+-- the records means some entry had already been settled by another consumer.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local group = ARGV[1]
+local owned = 0
+local counts = {}
+local function bump(name) counts[name] = (counts[name] or 0) + 1 end
+local function settle(id)
+  owned = owned + redis.call('XACK', KEYS[1], group, id)
+  redis.call('XDEL', KEYS[1], id)
+end
+local function fields_at(i)
+  local n = tonumber(ARGV[i])
+  local out = {}
+  for j = 1, 2 * n do out[j] = ARGV[i + j] end
+  return out, i + 1 + 2 * n
+end
+local i = 2
+while i <= #ARGV do
+  local kind, id = ARGV[i], ARGV[i + 1]
+  if kind == 'ack' then
+    settle(id); bump('delivered'); i = i + 2
+  elseif kind == 'delay' then
+    redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
+    settle(id); bump(ARGV[i + 4]); i = i + 5
+  elseif kind == 'dead' or kind == 'again' then
+    local fields, nexti = fields_at(i + 2)
+    local target = KEYS[3]
+    if kind == 'again' then target = KEYS[1] end
+    redis.call('XADD', target, '*', unpack(fields))
+    settle(id); bump(kind == 'dead' and 'dead' or 'handed_back'); i = nexti
+  else
+    return redis.error_reply('settle.lua: unknown record kind ' .. tostring(kind))
+  end
+end
+for name, n in pairs(counts) do redis.call('HINCRBY', KEYS[4], name, n) end
+if counts['delivered'] then redis.call('HSET', KEYS[4], 'last_delivered_ms', now_ms) end
+return owned

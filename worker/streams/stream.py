@@ -1,0 +1,144 @@
+"""The callback stream as the leader sees it: read, reclaim, settle, promote due retries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ..keys import GROUP, Keys
+from .entry import CallbackEntry
+from .scripts import source
+
+
+@dataclass
+class Settlement:
+    """Outcomes collected for one call of ``settle.lua`` (one round trip for many callbacks)."""
+
+    args: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def ack(self, entry: CallbackEntry) -> None:
+        """Delivered: remove it."""
+        self._add("ack", _sid(entry))
+
+    def delay(self, entry: CallbackEntry, seconds: float, counter: str) -> None:
+        """Wait in the delayed set (a retry, or a deferral that is not an attempt)."""
+        self._add("delay", _sid(entry), str(int(seconds * 1000)), entry.member(), counter)
+
+    def dead(self, entry: CallbackEntry, extra: dict[str, str]) -> None:
+        """Append to the dead-letter stream with the reason and last outcome in ``extra``."""
+        self._with_fields("dead", entry, {**entry.fields(), **extra})
+
+    def again(self, entry: CallbackEntry) -> None:
+        """Hand back at the stream's tail (unstarted work of a leader that is stepping down)."""
+        self._with_fields("again", entry, entry.fields())
+
+    def _with_fields(self, kind: str, entry: CallbackEntry, fields: dict[str, str]) -> None:
+        flat = [str(len(fields))]
+        for key, value in fields.items():
+            flat += [key, value]
+        self._add(kind, _sid(entry), *flat)
+
+    def _add(self, *args: str) -> None:
+        self.args.extend(args)
+        self.count += 1
+
+
+def _sid(entry: CallbackEntry) -> str:
+    if entry.stream_id is None:
+        raise ValueError(f"callback {entry.callback_id} was not read from the stream; it cannot be settled")
+    return entry.stream_id
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """Entries taken over from silent consumers, and how often each was delivered."""
+
+    entries: list[CallbackEntry]
+    deliveries: dict[str, int]
+
+
+class CallbackStream:
+    """Leader-side operations on one queue's stream, delayed set and dead-letter stream."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self.keys = keys
+        self._settle = client.register_script(source("settle"))
+        self._promote = client.register_script(source("promote"))
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group from the stream's start (entries added before it count)."""
+        try:
+            await self._client.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(self, consumer: str, count: int, block: float) -> list[CallbackEntry]:
+        """New entries for ``consumer``, waiting up to ``block`` seconds for the first."""
+        reply = await self._client.xreadgroup(
+            GROUP, consumer, {self.keys.stream: ">"}, count=count, block=max(1, int(block * 1000))
+        )
+        return [CallbackEntry.from_fields(_text(sid), fields) for _, messages in reply or [] for sid, fields in messages]
+
+    async def reclaim(self, consumer: str, min_idle: float, count: int = 100) -> Reclaimed:
+        """Claim every entry idle for ``min_idle`` seconds (any consumer, ourselves included).
+
+        XAUTOCLAIM scans at most ``count * 10`` pending entries per call, so this
+        loops until the cursor returns to ``0-0``.
+        """
+        entries: list[CallbackEntry] = []
+        cursor = "0-0"
+        while True:
+            reply = await self._client.execute_command(
+                "XAUTOCLAIM", self.keys.stream, GROUP, consumer, int(min_idle * 1000), cursor, "COUNT", count
+            )
+            cursor = _text(reply[0])
+            for item in reply[1]:
+                if item is None:  # deleted under us (Redis < 7 form)
+                    continue
+                sid, fields = item  # redis-py parses the reply into (id, {field: value})
+                entries.append(CallbackEntry.from_fields(_text(sid), fields))
+            if cursor == "0-0":
+                break
+        deliveries: dict[str, int] = {}
+        if entries:
+            ids = sorted((e.stream_id or "" for e in entries), key=_id_key)
+            pending = await self._client.xpending_range(
+                self.keys.stream, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 10_000, consumername=consumer
+            )
+            wanted = set(ids)
+            for row in pending:
+                sid = _text(row["message_id"])
+                if sid in wanted:
+                    deliveries[sid] = int(row["times_delivered"])
+        return Reclaimed(entries, deliveries)
+
+    async def settle(self, settlement: Settlement) -> int:
+        """Apply collected outcomes in one round trip; returns how many were still pending."""
+        if not settlement.count:
+            return 0
+        keys = [self.keys.stream, self.keys.delayed, self.keys.dead, self.keys.stats]
+        return int(await self._settle(keys=keys, args=[GROUP, *settlement.args]))
+
+    async def promote_due(self, limit: int) -> tuple[int, float | None]:
+        """Move due retries back to the stream; returns (moved, seconds until the next is due)."""
+        moved, wait = await self._promote(keys=[self.keys.delayed, self.keys.stream], args=[limit])
+        seconds = float(_text(wait))
+        return int(moved), (None if seconds < 0 else seconds)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+__all__: Sequence[str] = ("CallbackStream", "Reclaimed", "Settlement")
