@@ -78,7 +78,9 @@ class Leader:
         self.should_stop = should_stop
         self.burst = burst
         buffer = _buffer_size(settings)
-        self.queues = HostQueues(settings.host_concurrency, max(1, min(buffer, max(settings.batch_size, 4 * settings.host_concurrency))))
+        self.queues = HostQueues(
+            settings.host_concurrency, max(1, min(buffer, max(settings.batch_size, 4 * settings.host_concurrency)))
+        )
         self.max_buffer = buffer
         self._client = client
         self._settlement = Settlement()
@@ -119,7 +121,13 @@ class Leader:
             self._space.set()
             await self._step_down(workers)
         reason = "lost" if self._lost else "idle" if self._idle else "stopped"
-        log.info("stepped down from %s (%s, epoch %d, %d delivered)", self.keys.stream, reason, self.lease.epoch, self.delivered)
+        log.info(
+            "stepped down from %s (%s, epoch %d, %d delivered)",
+            self.keys.stream,
+            reason,
+            self.lease.epoch,
+            self.delivered,
+        )
         return LeaderExit(reason, self.lease.epoch, self.delivered)
 
     async def _step_down(self, workers: list[asyncio.Task[None]]) -> None:
@@ -247,7 +255,13 @@ class Leader:
             self.delivered += 1
         elif decision.action is Action.RETRY:
             self._settlement.delay(entry.next_attempt(), decision.delay, "retried")
-            log.info("callback %s to %s: %s, retry in %.1fs", entry.callback_id, describe(entry.url), decision.reason, decision.delay)
+            log.info(
+                "callback %s to %s: %s, retry in %.1fs",
+                entry.callback_id,
+                describe(entry.url),
+                decision.reason,
+                decision.delay,
+            )
         else:
             self._settlement.dead(entry.next_attempt(), dead_fields(decision.reason, result))
             log.warning("callback %s to %s dead-lettered: %s", entry.callback_id, describe(entry.url), decision.reason)
@@ -309,17 +323,22 @@ class Leader:
 
     async def _reclaim(self) -> None:
         reclaimed = await self.stream.reclaim(self.consumer, self.settings.claim_idle)
-        fresh = [entry for entry in reclaimed.entries if not self.queues.holds(entry.stream_id)]
-        for entry in fresh:
+        limit = self.settings.max_deliveries
+        live = []
+        for entry in reclaimed.entries:
+            if self.queues.holds(entry.stream_id):
+                continue  # ours, still waiting in memory
             times = reclaimed.deliveries.get(entry.stream_id or "", 1)
-            if times > self.settings.max_deliveries:
-                reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={self.settings.max_deliveries})"
-                self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": _now_ms()})
-                log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
-        if fresh:
-            log.info("reclaimed %d pending callbacks from silent consumers", len(fresh))
-            self._accept([e for e in fresh if reclaimed.deliveries.get(e.stream_id or "", 1) <= self.settings.max_deliveries])
+            if times <= limit:
+                live.append(entry)
+                continue
+            reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
+            self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": _now_ms()})
             self._settle_now.set()
+            log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
+        if live:
+            log.info("reclaimed %d pending callbacks from silent consumers", len(live))
+            self._accept(live)
 
     async def _queue_idle(self) -> bool:
         if self.queues.waiting or self.queues.in_flight or self._settlement.count:

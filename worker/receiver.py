@@ -140,7 +140,7 @@ class Receiver:
             site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
             loop.run_until_complete(site.start())
             self._runner = runner
-            server = site._server  # noqa: SLF001 - the only way to learn the bound port
+            server = site._server
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
             loop.run_forever()

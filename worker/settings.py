@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import difflib
 import json
+import math
 import os
 import re
 import secrets
@@ -135,7 +136,7 @@ class Variable:
 def _number(kind: type, *, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
         value = kind(raw)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError("not a finite number")
         if (value <= low) if low_open else (value < low):
             raise ValueError(f"must be {'>' if low_open else '>='} {low:g}")
@@ -257,9 +258,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CALLBACK_MAX_PAYLOAD_BYTES", "max_payload_bytes", _number(int, low=1, high=64 * 1024 * 1024), "bytes <= 64 MiB"
     ),
-    Variable(
-        "CALLBACK_MAX_RESPONSE_BYTES", "max_response_bytes", _number(int, low=0, high=16 * 1024 * 1024), "bytes"
-    ),
+    Variable("CALLBACK_MAX_RESPONSE_BYTES", "max_response_bytes", _number(int, low=0, high=16 * 1024 * 1024), "bytes"),
     Variable("METRICS_PORT", "metrics_port", _port, "a TCP port 0..65535 (0 disables the endpoint)"),
     Variable("MEDIA_ROOT", "media_root", Path, "a directory path"),
 )

@@ -14,7 +14,7 @@ from .watch import LeaderWatch
 def build_broker(settings: Settings) -> RedisBroker:
     """A Redis broker under the namespace's own key prefix, with async actors and the leader watch."""
     keys = Keys(settings.namespace, settings.queue)
-    broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)
+    broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(AsyncIO())
     broker.add_middleware(LeaderWatch(settings))
     dramatiq.set_broker(broker)

@@ -25,7 +25,8 @@ def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaderWatch) -> 
             lead_callbacks_actor.send()  # keep a candidate in circulation
         return outcome.reason
 
-    lead_callbacks_actor = dramatiq.actor(
-        lead_callbacks, actor_name=LEADER_ACTOR, broker=broker, max_retries=0, time_limit=FOREVER_MS, queue_name="leader"
+    decorate = dramatiq.actor(
+        actor_name=LEADER_ACTOR, broker=broker, max_retries=0, time_limit=FOREVER_MS, queue_name="leader"
     )
+    lead_callbacks_actor: dramatiq.Actor = decorate(lead_callbacks)  # type: ignore[type-arg]
     return lead_callbacks_actor

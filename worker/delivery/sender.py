@@ -83,7 +83,7 @@ class Sender:
                     started,
                     time.perf_counter() - clock,
                 )
-        except Exception as e:  # noqa: BLE001 - every failure becomes an outcome, classified by policy
+        except Exception as e:
             kind, detail = _error_kind(e)
             return AttemptResult(None, kind, detail, None, started, time.perf_counter() - clock)
 

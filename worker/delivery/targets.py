@@ -113,7 +113,9 @@ def check_callback_url(url: object, *, allow_private: bool) -> str:
     if parts.scheme not in ("http", "https"):
         raise InvalidCallbackURL(f"callback_url must start with http:// or https://, got {url[:80]!r}")
     if not parts.hostname:
-        raise InvalidCallbackURL(f"callback_url {url[:80]!r} has no host; use an absolute URL like https://example.com/hook")
+        raise InvalidCallbackURL(
+            f"callback_url {url[:80]!r} has no host; use an absolute URL like https://example.com/hook"
+        )
     if parts.username is not None or parts.password is not None:
         raise InvalidCallbackURL(
             "callback_url must not carry credentials (user:password@); receivers verify the webhook signature instead"
@@ -158,7 +160,9 @@ class GuardedResolver(AbstractResolver):
     def __init__(self, inner: AbstractResolver | None = None) -> None:
         self._inner = inner or ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         allowed: list[ResolveResult] = []
         refusal: BlockedAddress | None = None

@@ -10,12 +10,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CallbackEntry:
-    """One callback (stream fields are short: every byte repeats in every entry): its id, target, JSON body and delivery history so far.
+    """One callback: its id, target, JSON body and delivery history so far.
 
     ``attempts`` counts the HTTP attempts already made; ``first_enqueued_ms``
     is when the producer accepted it, ``enqueued_ms`` when this copy was
     (re)queued. ``stream_id`` is the id of the stream entry carrying it, when
-    it was read from the stream.
+    it was read from the stream. Field names in Redis are short: every byte
+    repeats in every entry.
     """
 
     callback_id: str

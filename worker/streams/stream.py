@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -80,10 +81,12 @@ class CallbackStream:
 
     async def read(self, consumer: str, count: int, block: float) -> list[CallbackEntry]:
         """New entries for ``consumer``, waiting up to ``block`` seconds for the first."""
-        reply = await self._client.xreadgroup(
+        reply: Any = await self._client.xreadgroup(
             GROUP, consumer, {self.keys.stream: ">"}, count=count, block=max(1, int(block * 1000))
         )
-        return [CallbackEntry.from_fields(_text(sid), fields) for _, messages in reply or [] for sid, fields in messages]
+        return [
+            CallbackEntry.from_fields(_text(sid), fields) for _, messages in reply or [] for sid, fields in messages
+        ]
 
     async def reclaim(self, consumer: str, min_idle: float, count: int = 100) -> Reclaimed:
         """Claim every entry idle for ``min_idle`` seconds (any consumer, ourselves included).
@@ -94,7 +97,7 @@ class CallbackStream:
         entries: list[CallbackEntry] = []
         cursor = "0-0"
         while True:
-            reply = await self._client.execute_command(
+            reply: list[Any] = await self._client.execute_command(  # type: ignore[no-untyped-call]
                 "XAUTOCLAIM", self.keys.stream, GROUP, consumer, int(min_idle * 1000), cursor, "COUNT", count
             )
             cursor = _text(reply[0])
@@ -108,7 +111,7 @@ class CallbackStream:
         deliveries: dict[str, int] = {}
         if entries:
             ids = sorted((e.stream_id or "" for e in entries), key=_id_key)
-            pending = await self._client.xpending_range(
+            pending: list[dict[str, Any]] = await self._client.xpending_range(
                 self.keys.stream, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 10_000, consumername=consumer
             )
             wanted = set(ids)

@@ -1,0 +1,1 @@
+"""Operator commands: ``python -m ops status|recover|unlock|reset|replay|inspect``."""
