@@ -1,0 +1,194 @@
+"""Shared fixtures: real Redis, a real local receiver, isolated namespaces, worker processes.
+
+Tests never flush a server they did not start: each test gets its own
+``WORKER_NAMESPACE`` and deletes only its own keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from worker.keys import Keys
+from worker.receiver import Receiver
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis; skipped locally if absent, a failure in CI."""
+    if not _redis_up():
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis does not answer at {REDIS_URL}")
+        pytest.skip(f"Redis does not answer at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A unique namespace; every key under it is deleted after the test."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    for pattern in (f"{name}:*",):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    client.close()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client with decoded responses."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def settings_env(namespace: str, redis_url: str, **overrides: Any) -> dict[str, str]:
+    """Environment for a fast test worker: private targets allowed, short timeouts and retries."""
+    env = {
+        "REDIS_URL": redis_url,
+        "WORKER_NAMESPACE": namespace,
+        "CALLBACK_ALLOW_PRIVATE": "1",
+        "CALLBACK_SIGNING_SECRET": SECRET,
+        "CALLBACK_TIMEOUT": "2",
+        "CALLBACK_CLAIM_IDLE": "7",
+        "CALLBACK_LEASE_TTL": "2",
+        "CALLBACK_RETRY_SCHEDULE": "0.05,0.1",
+        "CALLBACK_MAX_DELAY": "0.1",
+        "CALLBACK_BATCH_SIZE": "500",
+        "CALLBACK_MIN_INTERVAL": "0.05",
+        "CALLBACK_RATE": "10000",
+        "CALLBACK_HOST_CONCURRENCY": "64",
+    }
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def make_settings(namespace: str, redis_url: str):
+    """``make_settings(CALLBACK_RATE=200, ...)`` -> Settings for this test's namespace."""
+
+    def make(**overrides: Any) -> Settings:
+        return Settings.from_env(settings_env(namespace, redis_url, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real aiohttp receiver on 127.0.0.1 that verifies signatures with ``SECRET``."""
+    server = Receiver(SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def keys(namespace: str) -> Keys:
+    return Keys(namespace)
+
+
+def run_burst(settings: Settings, **kwargs: Any) -> Any:
+    """Run a leader in this process until the queue is idle (burst mode)."""
+    from worker.runtime import lead
+
+    return asyncio.run(asyncio.wait_for(lead(settings, burst=True, **kwargs), timeout=60))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class WorkerProcess:
+    """A real ``dramatiq worker.actors`` command, in its own process group."""
+
+    def __init__(self, env: dict[str, str], processes: int = 1, threads: int = 2, log: Path | None = None) -> None:
+        full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = log
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
+        self._out = out
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "worker.actors", "--processes", str(processes), "--threads", str(threads)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """kill -9 the whole process group (the dramatiq parent and its worker processes)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait for a graceful exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        self.terminate()
+        if hasattr(self._out, "close"):
+            self._out.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+
+@pytest.fixture
+def start_worker(namespace: str, redis_url: str, tmp_path: Path):
+    """``start_worker(**env_overrides)`` -> a running WorkerProcess, stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(processes: int = 1, threads: int = 2, **overrides: Any) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(settings_env(namespace, redis_url, **overrides), processes, threads, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
