@@ -17,6 +17,8 @@ key                            type    holds
 ``cbw:{default}:election``     string  debounces the watchdogs' "start a leader" message.
 ``cbw:{default}:pace``         string  GCRA theoretical arrival time (µs, Redis clock).
 ``cbw:{default}:stats``        hash    counters and last-send time, for ``ops status``.
+``cbw:{status}:updates``       stream  status updates for the database, many per entry (JSON array);
+                                       read by the status writer's group ``writers``.
 ``cbw:dramatiq:*``             various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
 =============================  ======  ==========================================================
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GROUP = "deliverers"
+STATUS_GROUP = "writers"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self._tag}:stats"
+
+    @property
+    def status_updates(self) -> str:
+        # Its own hash tag: the status writer is a separate consumer of a separate stream.
+        return f"{self.namespace}:{{status}}:updates"
 
     @property
     def dramatiq_namespace(self) -> str:

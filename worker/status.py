@@ -1,0 +1,114 @@
+"""Status updates: the cheap, durable record of what happened, applied to the database later.
+
+Producers of updates (the producer API, the leader, image tasks) never touch
+the database: they append updates to the status stream (``Keys.status_updates``),
+many per stream entry, and the status writer actor coalesces them into batched
+statements. One entry's field ``u`` holds a JSON array of updates::
+
+    {"table": "callbacks", "key": "msg_...", "at": 1700000000123, "fields": {...}}
+
+``table`` is one of ``callbacks``, ``callback_attempts``, ``image_edit_tasks``.
+``key`` is the row's identity (callback id; task id; ``"<callback id>:<n>"`` for
+attempt ``n``). ``fields`` hold column values; times are epoch milliseconds.
+Applying updates in stream order, field by field, gives the row: the writer's
+merge rules (terminal states stick, counters never decrease) make replays and
+out-of-order duplicates harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+TABLES = ("callbacks", "callback_attempts", "image_edit_tasks")
+CALLBACK_STATES = ("queued", "sending", "retrying", "delivered", "dead")
+TERMINAL_CALLBACK_STATES = frozenset({"delivered", "dead"})
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One change to one row."""
+
+    table: str
+    key: str
+    at: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The wire form (see the module docstring)."""
+        return {"table": self.table, "key": self.key, "at": self.at, "fields": self.fields}
+
+
+def encode(updates: Iterable[StatusUpdate]) -> str:
+    """The ``u`` field of one status stream entry."""
+    return json.dumps([u.as_json() for u in updates], separators=(",", ":"))
+
+
+def decode(raw: str | bytes) -> list[StatusUpdate]:
+    """Updates of one status stream entry; raises ``ValueError`` on a malformed entry."""
+    items = json.loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("a status entry holds a JSON array of updates")
+    out = []
+    for item in items:
+        table = item.get("table")
+        if table not in TABLES:
+            raise ValueError(f"unknown status table {table!r}")
+        out.append(StatusUpdate(table, str(item["key"]), int(item["at"]), dict(item.get("fields") or {})))
+    return out
+
+
+def callback_queued(callback_id: str, url: str, task_id: str | None, at: int) -> StatusUpdate:
+    """A callback was accepted by the producer."""
+    return StatusUpdate(
+        "callbacks",
+        callback_id,
+        at,
+        {"task_id": task_id, "url": url, "status": "queued", "attempts": 0, "created_at": at, "updated_at": at},
+    )
+
+
+def callback_sending(callback_id: str, attempt: int, at: int) -> StatusUpdate:
+    """Attempt ``attempt`` (1-based) is starting."""
+    return StatusUpdate("callbacks", callback_id, at, {"status": "sending", "attempts": attempt, "updated_at": at})
+
+
+def callback_attempted(
+    callback_id: str,
+    *,
+    attempt: int,
+    state: str,
+    status_code: int | None,
+    error: str | None,
+    started_at: int,
+    duration_ms: float,
+    outcome: str,
+    next_attempt_at: int | None,
+    at: int,
+) -> list[StatusUpdate]:
+    """An attempt ended: the callback's new state and the attempt's own row."""
+    row = {
+        "status": state,
+        "attempts": attempt,
+        "last_status_code": status_code,
+        "last_error": error,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": at,
+    }
+    if state == "delivered":
+        row["delivered_at"] = at
+    attempt_row = {
+        "callback_id": callback_id,
+        "attempt": attempt,
+        "started_at": started_at,
+        "duration_ms": round(duration_ms, 3),
+        "status_code": status_code,
+        "error": error,
+        "outcome": outcome,
+    }
+    return [
+        StatusUpdate("callbacks", callback_id, at, row),
+        StatusUpdate("callback_attempts", f"{callback_id}:{attempt}", at, attempt_row),
+    ]
