@@ -17,8 +17,9 @@ key                            type    holds
 ``cbw:{default}:election``     string  debounces the watchdogs' "start a leader" message.
 ``cbw:{default}:pace``         string  GCRA theoretical arrival time (µs, Redis clock).
 ``cbw:{default}:stats``        hash    counters and last-send time, for ``ops status``.
-``cbw:{status}:updates``       stream  status updates for the database, many per entry (JSON array);
-                                       read by the status writer's group ``writers``.
+``cbw:{default}:status``       stream  status updates for the database, many per entry (JSON array);
+                                       read by the status writer's group ``writers``. Same hash tag,
+                                       so the leader's settle script writes them atomically with acks.
 ``cbw:dramatiq:*``             various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
 =============================  ======  ==========================================================
 """
@@ -80,8 +81,7 @@ class Keys:
 
     @property
     def status_updates(self) -> str:
-        # Its own hash tag: the status writer is a separate consumer of a separate stream.
-        return f"{self.namespace}:{{status}}:updates"
+        return f"{self._tag}:status"
 
     @property
     def dramatiq_namespace(self) -> str:

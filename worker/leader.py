@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from . import status
 from .delivery.policy import Action, Decision, decide, parse_retry_after
 from .delivery.sender import AttemptResult, Sender
 from .delivery.targets import describe
@@ -227,6 +228,7 @@ class Leader:
     async def _deliver(self, entry: CallbackEntry) -> None:
         try:
             self.observer.sending(entry)
+            self._settlement.record([status.callback_sending(entry.callback_id, entry.attempts + 1, _ms())])
             result = await self.sender.send(entry)
             decision = self._decide(entry, result)
             self._record(entry, result, decision)
@@ -250,6 +252,21 @@ class Leader:
         )
 
     def _record(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
+        now = _ms()
+        self._settlement.record(
+            status.callback_attempted(
+                entry.callback_id,
+                attempt=entry.attempts + 1,
+                state=decision.action.value,
+                status_code=result.status,
+                error=None if decision.action is Action.DONE else f"{decision.reason}: {result.detail}"[:500],
+                started_at=int(result.started_at * 1000),
+                duration_ms=result.duration * 1000,
+                outcome=decision.action.value,
+                next_attempt_at=now + int(decision.delay * 1000) if decision.action is Action.RETRY else None,
+                at=now,
+            )
+        )
         if decision.action is Action.DONE:
             self._settlement.ack(entry)
             self.delivered += 1
@@ -278,7 +295,7 @@ class Leader:
             await self._flush(retries=0)
 
     async def _flush(self, retries: int) -> None:
-        if not self._settlement.count:
+        if self._settlement.empty:
             return
         batch, self._settlement = self._settlement, Settlement()
         for attempt in range(retries + 1):
@@ -287,13 +304,10 @@ class Leader:
                 return
             except (RedisError, OSError) as e:
                 if attempt == retries:
-                    # Keep the outcomes: merged into the next settlement, they go with the next flush.
-                    batch.args.extend(self._settlement.args)
-                    batch.count += self._settlement.count
-                    self._settlement = batch
-                    log.warning("settle failed (%s); %d outcomes kept for the next try", e, batch.count)
-                    if retries == 0:
-                        await asyncio.sleep(0.1)
+                    # Keep the outcomes, ahead of newer ones: they go with the next flush.
+                    self._settlement.absorb(batch)
+                    log.warning("settle failed (%s); %d outcomes kept for the next try", e, self._settlement.count)
+                    await asyncio.sleep(0.1)
                     return
                 await asyncio.sleep(0.1 * (attempt + 1))
 
@@ -333,7 +347,10 @@ class Leader:
                 live.append(entry)
                 continue
             reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
-            self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": _now_ms()})
+            self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(_ms())})
+            self._settlement.record(
+                [status.StatusUpdate("callbacks", entry.callback_id, _ms(), {"status": "dead", "last_error": reason})]
+            )
             self._settle_now.set()
             log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
         if live:
@@ -341,7 +358,7 @@ class Leader:
             self._accept(live)
 
     async def _queue_idle(self) -> bool:
-        if self.queues.waiting or self.queues.in_flight or self._settlement.count:
+        if self.queues.waiting or self.queues.in_flight or not self._settlement.empty:
             return False
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(self.keys.stream)
@@ -384,12 +401,12 @@ def dead_fields(reason: str, result: AttemptResult) -> dict[str, str]:
         "reason": reason,
         "status": "" if result.status is None else str(result.status),
         "error": result.detail,
-        "dead_ms": _now_ms(),
+        "dead_ms": str(_ms()),
     }
 
 
-def _now_ms() -> str:
-    return str(int(time.time() * 1000))
+def _ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _buffer_size(settings: Settings) -> int:

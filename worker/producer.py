@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from . import status
 from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
 from .keys import Keys
@@ -88,6 +89,8 @@ class CallbackProducer:
         pipe = self._client.pipeline(transaction=True)
         for entry in entries:
             pipe.xadd(self._keys.stream, entry.fields())  # type: ignore[arg-type]
+        queued = [status.callback_queued(e.callback_id, e.url, e.task_id, now_ms) for e in entries]
+        pipe.xadd(self._keys.status_updates, {"u": status.encode(queued)})
         try:
             pipe.execute()
         except redis.RedisError as e:

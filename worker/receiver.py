@@ -11,7 +11,7 @@ library and records every arrival. Paths choose its behaviour:
 ``/slow/<ms>``           waits ``ms`` milliseconds, then 204
 ``/hang``                never answers (until the client gives up)
 ``/redirect``            302 to ``/ok`` (the worker must not follow it)
-``/big``                 204 with a 10 MiB body
+``/big``                 200 with a 10 MiB body
 ``/_stats``              GET: JSON counts, for a receiver in another process
 =======================  ==============================================================
 
@@ -123,7 +123,7 @@ class Receiver:
         if head == "redirect":
             raise web.HTTPFound("/ok")
         if head == "big":
-            return web.Response(status=204, body=b"x" * (10 * 1024 * 1024))
+            return web.Response(status=200, body=b"x" * (10 * 1024 * 1024))
         return web.Response(status=204)
 
     # -- running in a background thread ---------------------------------------------------------
@@ -135,7 +135,7 @@ class Receiver:
         def serve() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            runner = web.AppRunner(self.app(), access_log=None)
+            runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
             loop.run_until_complete(site.start())

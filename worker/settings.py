@@ -211,7 +211,9 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for prefix, secret in mapping.items():
         if urlsplit(prefix).scheme not in ("http", "https"):
-            raise ValueError(f"prefix {prefix!r} must start with http:// or https://")
+            # Keys and values swapped would put a secret here: never echo one.
+            shown = "<redacted>" if prefix.startswith(SECRET_PREFIX) else repr(prefix)
+            raise ValueError(f"prefix {shown} must start with http:// or https:// (keys are URL prefixes)")
         if not isinstance(secret, str):
             raise ValueError(f"secret for {prefix!r} must be a string")
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,6 +82,10 @@ def parse_ip_literal(host: str) -> IPAddress | None:
     ``0177.0.0.1`` and ``127.1`` (inet_aton forms), which ``ipaddress`` rejects
     but ``getaddrinfo`` happily connects to.
     """
+    if not host.isascii():
+        # aiohttp (yarl) IDNA-maps a host before asking whether it is an IP literal, so
+        # fullwidth digits (U+FF11 U+FF12 U+FF17 ...) reach 127.0.0.1 without the resolver.
+        host = unicodedata.normalize("NFKC", host).replace("\u3002", ".")
     host = host.strip("[]")
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
@@ -103,7 +108,7 @@ def check_callback_url(url: object, *, allow_private: bool) -> str:
         raise InvalidCallbackURL(f"callback_url must be a string, got {type(url).__name__}")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidCallbackURL(f"callback_url is {len(url)} characters; the limit is {MAX_URL_LENGTH}")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
         raise InvalidCallbackURL("callback_url contains whitespace or control characters; percent-encode them")
     try:
         parts = urlsplit(url)

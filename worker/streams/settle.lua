@@ -4,12 +4,14 @@
 -- KEYS[2] delayed   zset of retries/deferrals, score = due time in ms (Redis clock)
 -- KEYS[3] dead      dead-letter stream
 -- KEYS[4] stats     hash of counters for operators
+-- KEYS[5] status    status update stream (for the database writer)
 -- ARGV[1]           consumer group
 -- ARGV[2..]         records, each starting with a kind and a stream id:
 --   "ack"   id                                  delivered: remove from the stream
 --   "delay" id  delay_ms  member  counter       move to the delayed set (counter: "retried"|"deferred")
 --   "dead"  id  n  f1 v1 ... fn vn              append to the dead-letter stream
 --   "again" id  n  f1 v1 ... fn vn              re-add at the stream's tail (hand back unstarted work)
+--   "status" json                               append one status entry (a JSON array of updates)
 -- Returns the number of ids that were still pending (XACK's answer): fewer than
 -- the records means some entry had already been settled by another consumer.
 local t = redis.call('TIME')
@@ -31,7 +33,9 @@ end
 local i = 2
 while i <= #ARGV do
   local kind, id = ARGV[i], ARGV[i + 1]
-  if kind == 'ack' then
+  if kind == 'status' then
+    redis.call('XADD', KEYS[5], '*', 'u', id); i = i + 2
+  elseif kind == 'ack' then
     settle(id); bump('delivered'); i = i + 2
   elseif kind == 'delay' then
     redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])

@@ -9,17 +9,44 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from .. import status
 from ..keys import GROUP, Keys
+from ..status import StatusUpdate
 from .entry import CallbackEntry
 from .scripts import source
 
 
 @dataclass
 class Settlement:
-    """Outcomes collected for one call of ``settle.lua`` (one round trip for many callbacks)."""
+    """Outcomes collected for one call of ``settle.lua`` (one round trip for many callbacks).
+
+    Status updates for the database ride along as one status stream entry, so
+    a callback's final state is recorded atomically with its ack.
+    """
 
     args: list[str] = field(default_factory=list)
     count: int = 0
+    updates: list[StatusUpdate] = field(default_factory=list)
+
+    def record(self, updates: list[StatusUpdate]) -> None:
+        """Add status updates to write with this settlement."""
+        self.updates.extend(updates)
+
+    def absorb(self, other: Settlement) -> None:
+        """Take over everything ``other`` holds (after a failed settle, to try again)."""
+        self.args[:0] = other.args
+        self.count += other.count
+        self.updates[:0] = other.updates
+
+    def script_args(self) -> list[str]:
+        """ARGV records for ``settle.lua``."""
+        if not self.updates:
+            return self.args
+        return [*self.args, "status", status.encode(self.updates)]
+
+    @property
+    def empty(self) -> bool:
+        return not self.count and not self.updates
 
     def ack(self, entry: CallbackEntry) -> None:
         """Delivered: remove it."""
@@ -123,10 +150,10 @@ class CallbackStream:
 
     async def settle(self, settlement: Settlement) -> int:
         """Apply collected outcomes in one round trip; returns how many were still pending."""
-        if not settlement.count:
+        if settlement.empty:
             return 0
-        keys = [self.keys.stream, self.keys.delayed, self.keys.dead, self.keys.stats]
-        return int(await self._settle(keys=keys, args=[GROUP, *settlement.args]))
+        keys = [self.keys.stream, self.keys.delayed, self.keys.dead, self.keys.stats, self.keys.status_updates]
+        return int(await self._settle(keys=keys, args=[GROUP, *settlement.script_args()]))
 
     async def promote_due(self, limit: int) -> tuple[int, float | None]:
         """Move due retries back to the stream; returns (moved, seconds until the next is due)."""
