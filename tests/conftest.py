@@ -84,6 +84,7 @@ def settings_env(namespace: str, redis_url: str, **overrides: Any) -> dict[str, 
         "CALLBACK_MIN_INTERVAL": "0.05",
         "CALLBACK_RATE": "10000",
         "CALLBACK_HOST_CONCURRENCY": "64",
+        "METRICS_PORT": "0",
     }
     env.update({key: str(value) for key, value in overrides.items()})
     return env

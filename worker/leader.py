@@ -105,6 +105,7 @@ class Leader:
         if not state.held:
             return LeaderExit("not_leader", state.epoch, 0)
         log.info("leading %s as %s (epoch %d)", self.keys.stream, self.consumer, state.epoch)
+        self.observer.leading(self.settings.namespace, state.epoch, True)
         await self.stream.ensure_group()
         workers = [
             asyncio.create_task(loop(), name=f"leader-{loop.__name__}")
@@ -121,6 +122,7 @@ class Leader:
             self._work.set()
             self._space.set()
             await self._step_down(workers)
+            self.observer.leading(self.settings.namespace, self.lease.epoch, False)
         reason = "lost" if self._lost else "idle" if self._idle else "stopped"
         log.info(
             "stepped down from %s (%s, epoch %d, %d delivered)",
@@ -182,6 +184,7 @@ class Leader:
                 # Its host is saturated and its buffer full: park it, not as an attempt.
                 self._settlement.delay(entry, max(1.0, self.settings.timeout), "deferred")
                 self._settle_now.set()
+                self.observer.deferred(entry)
         if entries:
             self._work.set()
 
@@ -206,11 +209,14 @@ class Leader:
                 await self._backoff("pace", e, failures)
                 continue
             if reservation.granted == 0:
-                await asyncio.sleep(max(0.001, reservation.offset - horizon))
+                pause = max(0.001, reservation.offset - horizon)
+                self.observer.waited_for_pace(pause)
+                await asyncio.sleep(pause)
                 continue
             for index in range(reservation.granted):
                 wait = asked + reservation.slot(index) - loop.time()
                 if wait > 0.0005:
+                    self.observer.waited_for_pace(wait)
                     await asyncio.sleep(wait)
                 if self._stopping or self._lost:
                     return
@@ -319,6 +325,8 @@ class Leader:
             try:
                 await self._promote_due()
                 await self._reclaim()
+                snapshot = await self.stream.snapshot()
+                self.observer.sampled(snapshot, self.queues.in_flight, self.queues.saturated_hosts())
                 if self.burst:
                     self._idle = await self._queue_idle()
                 failures = 0

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from .delivery.policy import Decision
     from .delivery.sender import AttemptResult
     from .streams.entry import CallbackEntry
+    from .streams.stream import QueueSnapshot
 
 
 class DeliveryObserver:
@@ -18,6 +19,18 @@ class DeliveryObserver:
 
     def attempted(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
         """An attempt ended with ``result``; ``decision`` is what happens next."""
+
+    def leading(self, namespace: str, epoch: int, leads: bool) -> None:
+        """This process started (``leads``) or stopped leading ``namespace`` under ``epoch``."""
+
+    def waited_for_pace(self, seconds: float) -> None:
+        """The dispatcher waited ``seconds`` for global start slots."""
+
+    def deferred(self, entry: CallbackEntry) -> None:
+        """``entry`` was parked because its host had no free slot and a full buffer."""
+
+    def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
+        """A periodic look at the queue (every housekeeping pass of the leader)."""
 
 
 class Observers(DeliveryObserver):
@@ -33,3 +46,19 @@ class Observers(DeliveryObserver):
     def attempted(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
         for observer in self._observers:
             observer.attempted(entry, result, decision)
+
+    def leading(self, namespace: str, epoch: int, leads: bool) -> None:
+        for observer in self._observers:
+            observer.leading(namespace, epoch, leads)
+
+    def waited_for_pace(self, seconds: float) -> None:
+        for observer in self._observers:
+            observer.waited_for_pace(seconds)
+
+    def deferred(self, entry: CallbackEntry) -> None:
+        for observer in self._observers:
+            observer.deferred(entry)
+
+    def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
+        for observer in self._observers:
+            observer.sampled(snapshot, in_flight, saturated_hosts)

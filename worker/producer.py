@@ -42,7 +42,13 @@ def encode_payload(payload: Any, limit: int) -> str:
         raise InvalidPayload(
             f"payload is not JSON-serialisable ({e}); send dicts, lists, strings, finite numbers, booleans or None"
         ) from e
-    size = len(body.encode())
+    try:
+        size = len(body.encode())
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. a file name decoded with surrogateescape
+        raise InvalidPayload(
+            f"payload contains a lone surrogate {e.object[e.start : e.end]!r}, which is not valid Unicode text; "
+            "decode bytes and file names strictly before sending"
+        ) from e
     if size > limit:
         raise PayloadTooLarge(
             f"payload is {size} bytes as JSON; the limit is {limit} (CALLBACK_MAX_PAYLOAD_BYTES). "
@@ -95,6 +101,11 @@ class CallbackProducer:
             pipe.execute()
         except redis.RedisError as e:
             raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the callbacks: {e}") from e
+        # Imported here, not at the top: a Dramatiq worker must point prometheus_client at its
+        # multi-process directory before the first import, and importing `worker` imports this module.
+        from .metrics import ENQUEUED
+
+        ENQUEUED.labels(self._settings.namespace).inc(len(entries))
         return [entry.callback_id for entry in entries]
 
     def close(self) -> None:

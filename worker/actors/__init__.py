@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..errors import SettingsError
-from ..settings import Settings
-from .broker import build_broker
-from .leader import declare as declare_leader
-from .watch import LeaderWatch
+from .metrics import use_multiprocess_dir
+
+use_multiprocess_dir()  # before anything imports prometheus_client
+
+from ..errors import SettingsError  # noqa: E402
+from ..settings import Settings  # noqa: E402
+from .broker import build_broker  # noqa: E402
+from .leader import declare as declare_leader  # noqa: E402
+from .watch import LeaderWatch  # noqa: E402
 
 try:
     settings = Settings.from_env()

@@ -8,6 +8,7 @@ from dramatiq.middleware import AsyncIO
 
 from ..keys import Keys
 from ..settings import Settings
+from .metrics import DramatiqMetrics
 from .watch import LeaderWatch
 
 
@@ -16,6 +17,7 @@ def build_broker(settings: Settings) -> RedisBroker:
     keys = Keys(settings.namespace, settings.queue)
     broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(AsyncIO())
+    broker.add_middleware(DramatiqMetrics())
     broker.add_middleware(LeaderWatch(settings))
     dramatiq.set_broker(broker)
     return broker

@@ -6,6 +6,7 @@ import logging
 
 import dramatiq
 
+from ..metrics import DeliveryMetrics
 from ..runtime import lead
 from ..settings import Settings
 from .watch import LEADER_ACTOR, LeaderWatch
@@ -20,7 +21,7 @@ def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaderWatch) -> 
 
     async def lead_callbacks() -> str:
         """Lead the callback queue until shutdown or deposition; hand over if it ends early."""
-        outcome = await lead(settings, should_stop=watch.stopping.is_set)
+        outcome = await lead(settings, should_stop=watch.stopping.is_set, observer=DeliveryMetrics(settings.namespace))
         if outcome.reason in ("lost", "stopped") and not watch.stopping.is_set():
             lead_callbacks_actor.send()  # keep a candidate in circulation
         return outcome.reason

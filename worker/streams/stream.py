@@ -89,6 +89,18 @@ class Reclaimed:
     deliveries: dict[str, int]
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """Sizes and ages of one queue at one moment (for metrics and status)."""
+
+    length: int
+    pending: int
+    lag: int
+    oldest_age: float
+    delayed: int
+    dead: int
+
+
 class CallbackStream:
     """Leader-side operations on one queue's stream, delayed set and dead-letter stream."""
 
@@ -148,6 +160,28 @@ class CallbackStream:
                     deliveries[sid] = int(row["times_delivered"])
         return Reclaimed(entries, deliveries)
 
+    async def snapshot(self) -> QueueSnapshot:
+        """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(self.keys.stream)
+        pipe.xinfo_groups(self.keys.stream)
+        pipe.xrange(self.keys.stream, count=1)
+        pipe.zcard(self.keys.delayed)
+        pipe.xlen(self.keys.dead)
+        pipe.time()
+        length, groups, first, delayed, dead, now = await pipe.execute(raise_on_error=False)
+        group = next((g for g in groups if _text(g["name"]) == GROUP), None) if isinstance(groups, list) else None
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        oldest = (now_ms - _id_key(_text(first[0][0]))[0]) / 1000 if first else 0.0
+        return QueueSnapshot(
+            length=int(length) if isinstance(length, int) else 0,
+            pending=int(group["pending"]) if group else 0,
+            lag=int(group.get("lag") or 0) if group else 0,
+            oldest_age=max(0.0, oldest),
+            delayed=int(delayed),
+            dead=int(dead),
+        )
+
     async def settle(self, settlement: Settlement) -> int:
         """Apply collected outcomes in one round trip; returns how many were still pending."""
         if settlement.empty:
@@ -171,4 +205,4 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-__all__: Sequence[str] = ("CallbackStream", "Reclaimed", "Settlement")
+__all__: Sequence[str] = ("CallbackStream", "QueueSnapshot", "Reclaimed", "Settlement")

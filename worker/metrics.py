@@ -1,0 +1,116 @@
+"""Prometheus metrics of the worker, all prefixed ``cbw_``, in base units.
+
+Labels never carry a URL or host (unbounded cardinality): outcomes, status
+classes and namespaces only. In a Dramatiq deployment the metrics are
+multi-process (see ``worker.actors.metrics``); gauges say how they combine.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from .delivery.policy import Action, Decision
+from .delivery.sender import AttemptResult
+from .observer import DeliveryObserver
+from .streams.entry import CallbackEntry
+from .streams.stream import QueueSnapshot
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+ENQUEUED = Counter("cbw_callbacks_enqueued", "Callbacks accepted by the producer.", ["namespace"])
+ATTEMPTS = Counter(
+    "cbw_delivery_attempts",
+    "Delivery attempts by what happens next (delivered, retrying, dead) and HTTP status class.",
+    ["namespace", "outcome", "status_class"],
+)
+DELIVERED = Counter("cbw_callbacks_delivered", "Callbacks delivered (2xx).", ["namespace"])
+RETRIED = Counter("cbw_callbacks_retried", "Attempts that failed and were scheduled again.", ["namespace"])
+DEAD = Counter("cbw_callbacks_dead", "Callbacks dead-lettered, by kind of reason.", ["namespace", "reason"])
+DEFERRED = Counter("cbw_callbacks_deferred", "Callbacks parked because their host was saturated.", ["namespace"])
+DURATION = Histogram(
+    "cbw_delivery_duration_seconds", "Duration of one HTTP attempt.", ["namespace"], buckets=DURATION_BUCKETS
+)
+LATENCY = Histogram(
+    "cbw_delivery_latency_seconds",
+    "From enqueue to successful delivery, retries included.",
+    ["namespace"],
+    buckets=LATENCY_BUCKETS,
+)
+PACE_WAIT = Counter("cbw_pacing_wait_seconds", "Time the leader waited for global start slots.", ["namespace"])
+
+
+def _queue_gauge(name: str, documentation: str) -> Gauge:
+    # Set by whichever process leads; the most recent live value wins.
+    return Gauge(name, documentation, ["namespace"], multiprocess_mode="livemostrecent")
+
+
+STREAM_LENGTH = _queue_gauge("cbw_stream_length", "Callbacks in the stream (waiting or in flight).")
+PENDING = _queue_gauge("cbw_stream_pending", "Stream entries read but not yet settled.")
+LAG = _queue_gauge("cbw_consumer_lag", "Stream entries not yet read by the consumer group.")
+OLDEST_AGE = _queue_gauge("cbw_oldest_entry_age_seconds", "Age of the oldest entry in the stream.")
+DELAYED = _queue_gauge("cbw_delayed_retries", "Callbacks waiting in the delayed set.")
+DEAD_LETTERS = _queue_gauge("cbw_dead_letters", "Entries in the dead-letter stream.")
+EPOCH = _queue_gauge("cbw_leader_epoch", "Fencing epoch of the current leader.")
+# Summed over live processes: exactly 1 when all is well.
+LEADER = Gauge("cbw_leader", "Processes leading the namespace.", ["namespace"], multiprocess_mode="livesum")
+IN_FLIGHT = Gauge("cbw_in_flight", "Deliveries in flight.", ["namespace"], multiprocess_mode="livesum")
+SATURATED = Gauge(
+    "cbw_hosts_saturated", "Hosts with every delivery slot in use.", ["namespace"], multiprocess_mode="livesum"
+)
+
+
+def status_class(status: int | None) -> str:
+    """``2xx`` … ``5xx``, or ``none`` when no response came."""
+    return "none" if status is None else f"{status // 100}xx"
+
+
+def dead_reason_kind(reason: str) -> str:
+    """The bounded label for a dead-letter reason: ``final``, ``exhausted`` or ``poison``."""
+    return reason.split(":", 1)[0] or "unknown"
+
+
+class DeliveryMetrics(DeliveryObserver):
+    """Feeds the Prometheus metrics from the leader's events."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def attempted(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
+        ns = self.namespace
+        ATTEMPTS.labels(ns, decision.action.value, status_class(result.status)).inc()
+        DURATION.labels(ns).observe(result.duration)
+        if decision.action is Action.DONE:
+            DELIVERED.labels(ns).inc()
+            if entry.first_enqueued_ms:
+                LATENCY.labels(ns).observe(max(0.0, time.time() - entry.first_enqueued_ms / 1000))
+        elif decision.action is Action.RETRY:
+            RETRIED.labels(ns).inc()
+        else:
+            DEAD.labels(ns, dead_reason_kind(decision.reason)).inc()
+
+    def leading(self, namespace: str, epoch: int, leads: bool) -> None:
+        LEADER.labels(namespace).set(1 if leads else 0)
+        EPOCH.labels(namespace).set(epoch)
+        if not leads:
+            IN_FLIGHT.labels(namespace).set(0)
+            SATURATED.labels(namespace).set(0)
+
+    def waited_for_pace(self, seconds: float) -> None:
+        PACE_WAIT.labels(self.namespace).inc(seconds)
+
+    def deferred(self, entry: CallbackEntry) -> None:
+        DEFERRED.labels(self.namespace).inc()
+
+    def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
+        ns = self.namespace
+        STREAM_LENGTH.labels(ns).set(snapshot.length)
+        PENDING.labels(ns).set(snapshot.pending)
+        LAG.labels(ns).set(snapshot.lag)
+        OLDEST_AGE.labels(ns).set(snapshot.oldest_age)
+        DELAYED.labels(ns).set(snapshot.delayed)
+        DEAD_LETTERS.labels(ns).set(snapshot.dead)
+        IN_FLIGHT.labels(ns).set(in_flight)
+        SATURATED.labels(ns).set(saturated_hosts)
