@@ -170,3 +170,38 @@ def test_pacing_spreads_starts_evenly_at_the_global_rate(make_settings, receiver
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0  # sanity
     assert sum(1 for g in gaps if g < 0.5 / rate) <= 5  # spread out, not sent in clumps
+
+
+def _strand(rclient, keys, consumer: str, *, times_delivered: int) -> list[str]:
+    """Read every entry as ``consumer`` and leave it pending, idle for a minute, read ``times_delivered`` times."""
+    from worker.keys import GROUP
+
+    rclient.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+    read = rclient.xreadgroup(GROUP, consumer, {keys.stream: ">"})
+    ids = [sid for _, messages in read for sid, _ in messages]
+    rclient.xclaim(keys.stream, GROUP, consumer, 0, ids, idle=60_000, retrycount=times_delivered)
+    return ids
+
+
+def test_entries_of_a_silent_consumer_are_reclaimed_and_delivered(make_settings, receiver, rclient, keys):
+    settings = make_settings()
+    ids = CallbackProducer(settings).enqueue_many([(f"{receiver.url}/ok", {"n": n}) for n in range(20)])
+    _strand(rclient, keys, "crashed-leader", times_delivered=1)
+
+    run_burst(settings)
+
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert rclient.xpending(keys.stream, "deliverers")["pending"] == 0
+
+
+def test_an_entry_read_too_often_without_settling_is_dead_lettered_as_poison(make_settings, receiver, rclient, keys):
+    settings = make_settings(CALLBACK_MAX_DELIVERIES="3")
+    poison = CallbackProducer(settings).enqueue(f"{receiver.url}/ok", {"crashes": "every leader"})
+    _strand(rclient, keys, "crashed-leader", times_delivered=3)  # reclaiming makes it 4
+
+    run_burst(settings)
+
+    assert receiver.ids() == []
+    dead = _dead_letters(rclient, keys)
+    assert dead[poison]["reason"].startswith("poison: read 4 times without being settled")
+    assert rclient.xpending(keys.stream, "deliverers")["pending"] == 0

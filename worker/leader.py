@@ -30,6 +30,7 @@ from . import status
 from .delivery.policy import Action, Decision, decide, parse_retry_after
 from .delivery.sender import AttemptResult, Sender
 from .delivery.targets import describe
+from .errors import LeaseLost
 from .hosts import HostQueues
 from .keys import Keys
 from .observer import DeliveryObserver
@@ -344,7 +345,13 @@ class Leader:
                 return
 
     async def _reclaim(self) -> None:
-        reclaimed = await self.stream.reclaim(self.consumer, self.settings.claim_idle)
+        try:
+            reclaimed = await self.stream.reclaim(
+                self.consumer, self.settings.claim_idle, fence=(self.lease.token, self.lease.epoch)
+            )
+        except LeaseLost as e:
+            self._lose(str(e))
+            return
         limit = self.settings.max_deliveries
         live = []
         for entry in reclaimed.entries:

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .. import status
+from ..errors import LeaseLost
 from ..keys import GROUP, Keys
 from ..status import StatusUpdate
 from .entry import CallbackEntry
@@ -109,6 +110,7 @@ class CallbackStream:
         self.keys = keys
         self._settle = client.register_script(source("settle"))
         self._promote = client.register_script(source("promote"))
+        self._reclaim = client.register_script(source("reclaim"))
 
     async def ensure_group(self) -> None:
         """Create the consumer group from the stream's start (entries added before it count)."""
@@ -127,23 +129,30 @@ class CallbackStream:
             CallbackEntry.from_fields(_text(sid), fields) for _, messages in reply or [] for sid, fields in messages
         ]
 
-    async def reclaim(self, consumer: str, min_idle: float, count: int = 100) -> Reclaimed:
+    async def reclaim(self, consumer: str, min_idle: float, fence: tuple[str, int], count: int = 100) -> Reclaimed:
         """Claim every entry idle for ``min_idle`` seconds (any consumer, ourselves included).
 
-        XAUTOCLAIM scans at most ``count * 10`` pending entries per call, so this
-        loops until the cursor returns to ``0-0``.
+        ``fence`` is the caller's lease token and epoch: the claim is refused
+        (``LeaseLost``) unless both are current. XAUTOCLAIM scans at most
+        ``count * 10`` pending entries per call, so this loops until the cursor
+        returns to ``0-0``.
         """
+        token, epoch = fence
+        keys = [self.keys.stream, self.keys.lease, self.keys.epoch]
         entries: list[CallbackEntry] = []
         cursor = "0-0"
         while True:
-            reply: list[Any] = await self._client.execute_command(  # type: ignore[no-untyped-call]
-                "XAUTOCLAIM", self.keys.stream, GROUP, consumer, int(min_idle * 1000), cursor, "COUNT", count
-            )
+            try:
+                reply = await self._reclaim(
+                    keys=keys, args=[GROUP, consumer, int(min_idle * 1000), cursor, count, token, epoch]
+                )
+            except ResponseError as e:
+                if "FENCED" in str(e):
+                    raise LeaseLost(str(e)) from e
+                raise
             cursor = _text(reply[0])
-            for item in reply[1]:
-                if item is None:  # deleted under us (Redis < 7 form)
-                    continue
-                sid, fields = item  # redis-py parses the reply into (id, {field: value})
+            for sid, flat in reply[1]:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 entries.append(CallbackEntry.from_fields(_text(sid), fields))
             if cursor == "0-0":
                 break
