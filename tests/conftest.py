@@ -136,7 +136,16 @@ class WorkerProcess:
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "worker.actors", "--processes", str(processes), "--threads", str(threads)],
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "worker.actors",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=out,

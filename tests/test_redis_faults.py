@@ -60,7 +60,9 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-def test_dropped_connections_are_reestablished_and_nothing_is_lost(private_redis, start_worker, make_settings, receiver):
+def test_dropped_connections_are_reestablished_and_nothing_is_lost(
+    private_redis, start_worker, make_settings, receiver
+):
     start_worker(REDIS_URL=private_redis.url, CALLBACK_HOST_CONCURRENCY=4)
     settings = make_settings(REDIS_URL=private_redis.url)
     ids = CallbackProducer(settings).enqueue_many([(f"{receiver.url}/slow/20", {"n": n}) for n in range(600)])

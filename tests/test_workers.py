@@ -59,7 +59,9 @@ def test_another_process_takes_over_after_kill_9_of_the_leader(start_worker, rcl
     assert int(rclient.hget(keys.lease_info, "epoch")) == first_epoch + 1
 
 
-def test_kill_9_of_the_leader_during_a_burst_of_2000_loses_nothing(start_worker, make_settings, receiver, rclient, keys):
+def test_kill_9_of_the_leader_during_a_burst_of_2000_loses_nothing(
+    start_worker, make_settings, receiver, rclient, keys
+):
     concurrency = 16
     env = {"CALLBACK_LEASE_TTL": LEASE_TTL, "CALLBACK_HOST_CONCURRENCY": concurrency}
     workers = [start_worker(**env), start_worker(**env)]
@@ -81,7 +83,9 @@ def test_kill_9_of_the_leader_during_a_burst_of_2000_loses_nothing(start_worker,
     assert rclient.xlen(keys.dead) == 0
 
 
-def test_sigterm_during_a_burst_hands_work_over_without_duplicates(start_worker, make_settings, receiver, rclient, keys):
+def test_sigterm_during_a_burst_hands_work_over_without_duplicates(
+    start_worker, make_settings, receiver, rclient, keys
+):
     env = {"CALLBACK_LEASE_TTL": LEASE_TTL, "CALLBACK_HOST_CONCURRENCY": 8}
     workers = [start_worker(**env), start_worker(**env)]
     settings = make_settings()

@@ -1,11 +1,22 @@
 """Per-host fairness: callbacks wait per host, and a host with no free slot never blocks another.
 
 Pure bookkeeping, no I/O: the leader offers entries, takes the next startable
-one (round-robin over hosts with a free slot) and reports when one finishes.
+one (round-robin over hosts with a free slot), reports when one finishes, and
+sheds what should not wait in memory any longer:
+
+- a *saturated* host (every slot in flight) keeps at most ``buffer_per_host``
+  waiting entries; the rest are handed back for deferral, so a slow or dead
+  receiver cannot fill the leader's memory and stall the other hosts;
+- an entry that has waited ``max_wait`` seconds is handed back too, so it is
+  never mistaken for the pending entry of a silent consumer and reclaimed.
+
+A host that merely waits for the global pace is not saturated: it may use the
+whole buffer.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from urllib.parse import urlsplit
 
@@ -22,10 +33,11 @@ def host_of(url: str) -> str:
 class HostQueues:
     """Waiting callbacks grouped by host, with at most ``concurrency`` in flight per host."""
 
-    def __init__(self, concurrency: int, buffer_per_host: int) -> None:
+    def __init__(self, concurrency: int, buffer_per_host: int, max_wait: float = float("inf")) -> None:
         self.concurrency = concurrency
         self.buffer_per_host = buffer_per_host
-        self._waiting: OrderedDict[str, deque[CallbackEntry]] = OrderedDict()
+        self.max_wait = max_wait
+        self._waiting: OrderedDict[str, deque[tuple[CallbackEntry, float]]] = OrderedDict()
         self._in_flight: dict[str, int] = {}
         self._held: set[str] = set()
         self.waiting = 0
@@ -35,16 +47,19 @@ class HostQueues:
         """Whether this entry is already waiting or in flight here."""
         return stream_id in self._held
 
-    def offer(self, entry: CallbackEntry) -> bool:
-        """Queue ``entry``; ``False`` when its host's buffer is full (the caller defers it)."""
+    def _saturated(self, host: str) -> bool:
+        return self._in_flight.get(host, 0) >= self.concurrency
+
+    def offer(self, entry: CallbackEntry, now: float | None = None) -> bool:
+        """Queue ``entry``; ``False`` when its host is saturated with a full buffer (the caller defers it)."""
         host = host_of(entry.url)
         queue = self._waiting.get(host)
+        if queue is not None and len(queue) >= self.buffer_per_host and self._saturated(host):
+            return False
         if queue is None:
             queue = self._waiting[host] = deque()
-        if len(queue) >= self.buffer_per_host:
-            return False
-        queue.append(entry)
-        self._held.add(entry.stream_id or entry.callback_id)
+        queue.append((entry, time.monotonic() if now is None else now))
+        self._held.add(_identity(entry))
         self.waiting += 1
         return True
 
@@ -59,10 +74,10 @@ class HostQueues:
     def take(self) -> CallbackEntry | None:
         """The next entry to start, round-robin over hosts with a free slot; marks it in flight."""
         for host in list(self._waiting):
-            queue = self._waiting[host]
-            if self._in_flight.get(host, 0) >= self.concurrency:
+            if self._saturated(host):
                 continue
-            entry = queue.popleft()
+            queue = self._waiting[host]
+            entry, _ = queue.popleft()
             if queue:
                 self._waiting.move_to_end(host)  # the next take starts with another host
             else:
@@ -82,17 +97,40 @@ class HostQueues:
         else:
             del self._in_flight[host]
         self.in_flight -= 1
-        self._held.discard(entry.stream_id or entry.callback_id)
+        self._held.discard(_identity(entry))
+
+    def shed(self, now: float | None = None) -> list[CallbackEntry]:
+        """Remove and return what should wait elsewhere: a saturated host's overflow and overdue entries."""
+        now = time.monotonic() if now is None else now
+        out: list[CallbackEntry] = []
+        for host in list(self._waiting):
+            queue = self._waiting[host]
+            while queue and now - queue[0][1] >= self.max_wait:
+                out.append(queue.popleft()[0])
+            if self._saturated(host):
+                while len(queue) > self.buffer_per_host:
+                    out.append(queue.pop()[0])
+            if not queue:
+                del self._waiting[host]
+        self._forget(out)
+        return out
 
     def drain(self) -> list[CallbackEntry]:
         """Remove and return every waiting (unstarted) entry."""
-        out = [entry for queue in self._waiting.values() for entry in queue]
+        out = [entry for queue in self._waiting.values() for entry, _ in queue]
         self._waiting.clear()
-        for entry in out:
-            self._held.discard(entry.stream_id or entry.callback_id)
-        self.waiting = 0
+        self._forget(out)
         return out
+
+    def _forget(self, entries: list[CallbackEntry]) -> None:
+        for entry in entries:
+            self._held.discard(_identity(entry))
+        self.waiting -= len(entries)
 
     def saturated_hosts(self) -> int:
         """Hosts with every slot in use (for metrics and status)."""
         return sum(1 for count in self._in_flight.values() if count >= self.concurrency)
+
+
+def _identity(entry: CallbackEntry) -> str:
+    return entry.stream_id or entry.callback_id

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SETTLE_EVERY = 0.005  # seconds between settle round trips while outcomes arrive
 STOP_POLL = 0.05
 MAX_BACKOFF = 2.0
+DEFER_SECONDS = 1.0  # how long a callback of a saturated host waits before it is read again
 
 
 @dataclass(frozen=True)
@@ -68,22 +69,22 @@ class Leader:
         observer: DeliveryObserver | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         burst: bool = False,
-        lease: LeaderLease | None = None,
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.namespace, settings.queue)
         self.stream = CallbackStream(client, self.keys)
         self.pace = Pace(client, self.keys.pace, settings.rate)
-        self.lease = lease or LeaderLease(client, self.keys, settings.lease_ttl)
+        self.lease = LeaderLease(client, self.keys, settings.lease_ttl)
         self.sender = sender
         self.observer = observer or DeliveryObserver()
         self.should_stop = should_stop
         self.burst = burst
-        buffer = _buffer_size(settings)
+        self.max_buffer = _buffer_size(settings)
         self.queues = HostQueues(
-            settings.host_concurrency, max(1, min(buffer, max(settings.batch_size, 4 * settings.host_concurrency)))
+            settings.host_concurrency,
+            buffer_per_host=min(self.max_buffer, 2 * settings.host_concurrency),
+            max_wait=settings.claim_idle / 3,
         )
-        self.max_buffer = buffer
         self._client = client
         self._settlement = Settlement()
         self._work = asyncio.Event()
@@ -158,6 +159,7 @@ class Leader:
         block = min(self.settings.max_delay, 2.0)
         failures = 0
         while not self._stopping:
+            self._shed()
             room = self.max_buffer - self.queues.waiting
             if room <= 0:
                 self._space.clear()
@@ -182,12 +184,22 @@ class Leader:
             if self.queues.holds(entry.stream_id):
                 continue
             if not self.queues.offer(entry):
-                # Its host is saturated and its buffer full: park it, not as an attempt.
-                self._settlement.delay(entry, max(1.0, self.settings.timeout), "deferred")
-                self._settle_now.set()
-                self.observer.deferred(entry)
+                self._defer(entry)
         if entries:
             self._work.set()
+
+    def _shed(self) -> None:
+        shed = self.queues.shed()
+        for entry in shed:
+            self._defer(entry)
+        if shed:
+            self._space.set()
+
+    def _defer(self, entry: CallbackEntry) -> None:
+        # Its host is saturated (or it waited too long): park it in the delayed set, not as an attempt.
+        self._settlement.delay(entry, DEFER_SECONDS, "deferred")
+        self._settle_now.set()
+        self.observer.deferred(entry)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -325,6 +337,7 @@ class Leader:
         while not self._stopping:
             try:
                 await self._promote_due()
+                self._shed()
                 await self._reclaim()
                 snapshot = await self.stream.snapshot()
                 self.observer.sampled(snapshot, self.queues.in_flight, self.queues.saturated_hosts())
@@ -425,7 +438,7 @@ def _ms() -> int:
 
 
 def _buffer_size(settings: Settings) -> int:
-    # Entries wait in memory at most about a third of the claim idle time at
-    # the global rate, so a waiting entry is never mistaken for a silent one.
-    by_rate = int(settings.rate * settings.claim_idle / 3)
+    # At the global rate a full buffer drains in a sixth of the claim idle time,
+    # well inside the hosts' shedding age (a third), so healthy work is not shed.
+    by_rate = int(settings.rate * settings.claim_idle / 6)
     return max(1, min(2 * settings.batch_size, by_rate))

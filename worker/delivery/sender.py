@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..errors import BlockedAddress
 from ..settings import Settings
 from ..streams.entry import CallbackEntry
 from . import signing
@@ -95,11 +96,12 @@ class Sender:
 
 
 def _error_kind(error: BaseException) -> tuple[str, str]:
-    from ..errors import BlockedAddress
-
     text = f"{type(error).__name__}: {error}"[:DETAIL_CHARS]
-    if isinstance(error, BlockedAddress) or isinstance(getattr(error, "os_error", None), AddressRefused):
-        return "blocked", text
+    refused = getattr(error, "os_error", None)
+    if isinstance(refused, AddressRefused):
+        return "blocked", str(refused)[:DETAIL_CHARS]  # the guard's reason, not aiohttp's wrapper text
+    if isinstance(error, BlockedAddress):
+        return "blocked", str(error)[:DETAIL_CHARS]
     if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout", text
     if isinstance(error, aiohttp.ClientConnectorError):

@@ -110,6 +110,8 @@ def check_callback_url(url: object, *, allow_private: bool) -> str:
         raise InvalidCallbackURL(f"callback_url is {len(url)} characters; the limit is {MAX_URL_LENGTH}")
     if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
         raise InvalidCallbackURL("callback_url contains whitespace or control characters; percent-encode them")
+    if not url.isascii() and any(unicodedata.category(ch) == "Cs" for ch in url):
+        raise InvalidCallbackURL("callback_url contains a lone surrogate, which is not valid Unicode text")
     try:
         parts = urlsplit(url)
         port = parts.port
