@@ -1,7 +1,6 @@
-"""Operator commands as plain functions: each reads or repairs one queue's Redis state and returns a result.
+"""Operator commands: each reads or repairs one queue's Redis state and returns a dict or dataclass.
 
-Results are dicts (JSON-ready) or small dataclasses; nothing here prints (``ops.render`` does). Ages are
-seconds on the Redis clock (``TIME``), the clock the worker's scripts stamp entries with.
+Nothing here prints (``ops.render`` does). Ages are seconds on the Redis clock, the worker scripts' clock.
 """
 
 from __future__ import annotations
@@ -15,10 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from worker.keys import GROUP, Keys
 from worker.settings import Settings
+from worker.status import StatusUpdate
 from worker.streams.entry import CallbackEntry
 from worker.streams.scripts import source
 from worker.streams.stream import Settlement
@@ -30,14 +30,12 @@ COUNTERS = ("delivered", "retried", "dead", "deferred", "handed_back")
 Progress = Callable[[int, int], None]
 
 # Inline because ops ships Python only; each keeps the KEYS/ARGV header of worker/streams/*.lua.
-REPLAY_LUA = """
--- Move dead letters back to the stream as fresh callbacks: att=0, tq=now (ms, Redis clock), without
--- reason/status/error/dead_ms. An id already gone is skipped, so concurrent replays never double one.
--- KEYS[1] dead-letter stream, KEYS[2] callback stream; ARGV dead-letter ids. Returns how many moved.
+REPLAY_LUA = """-- KEYS[1] dead-letter stream, KEYS[2] callback stream; ARGV dead-letter ids. Returns how many moved.
+-- Each goes back as a fresh callback: att=0, tq=now (ms, Redis clock), without reason/status/error/
+-- dead_ms. An id already gone is skipped, so replays running at once never enqueue a letter twice.
 local t = redis.call('TIME')
 local now_ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local drop = {att = true, tq = true, reason = true, status = true, error = true, dead_ms = true}
-local moved = 0
+local drop, moved = {att = true, tq = true, reason = true, status = true, error = true, dead_ms = true}, 0
 for _, id in ipairs(ARGV) do
   local found = redis.call('XRANGE', KEYS[1], id, id)
   if found[1] then
@@ -49,15 +47,11 @@ for _, id in ipairs(ARGV) do
     moved = moved + redis.call('XDEL', KEYS[1], id)
   end
 end
-return moved
-"""
-FORGET_CONSUMER_LUA = """
--- Delete a consumer only while it has nothing pending (XGROUP DELCONSUMER discards pending entries).
--- KEYS[1] callback stream; ARGV[1] group, ARGV[2] consumer. Returns 1 when deleted.
+return moved"""
+FORGET_CONSUMER_LUA = """-- KEYS[1] callback stream; ARGV[1] group, ARGV[2] consumer. Returns 1 when deleted.
+-- Deletes the consumer only while it has nothing pending (XGROUP DELCONSUMER discards pending entries).
 if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1"""
 
 
 @dataclass
@@ -83,9 +77,9 @@ class ReplayFilter:
 
     def matches(self, letter: dict[str, Any]) -> bool:
         """Whether ``letter`` (see :func:`replay`) passes every filter set; reason: case-insensitive substring."""
-        url = urlsplit(letter["url"])
+        url = urlsplit(letter.get("url", ""))
         return (
-            (self.reason is None or self.reason.lower() in letter["reason"].lower())
+            (self.reason is None or self.reason.lower() in letter.get("reason", "").lower())
             and (self.host is None or self.host.lower() in (url.hostname, url.netloc.lower()))
             and (self.older_than is None or letter["dead_age"] >= self.older_than)
             and (self.newer_than is None or letter["dead_age"] <= self.newer_than)
@@ -98,9 +92,8 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     pipe: Any = client.pipeline(transaction=False)
     pipe.time().xlen(keys.stream).xrange(keys.stream, count=1).zcard(keys.delayed)
     pipe.zrange(keys.delayed, 0, 0, withscores=True).xlen(keys.dead).exists(keys.lease).pttl(keys.lease)
-    (sec, usec), backlog, first, delayed, head, dead, held, pttl, info, stats = (
-        pipe.hgetall(keys.lease_info).hgetall(keys.stats).execute()
-    )
+    pipe.hgetall(keys.lease_info).hgetall(keys.stats)
+    (sec, usec), backlog, first, delayed, head, dead, held, pttl, info, stats = pipe.execute()
     now = int(sec) * 1000 + int(usec) // 1000
     info, stats, group = _decode(info), _decode(stats), _group(client, keys) or {}
     return {
@@ -118,7 +111,7 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         "leader": {
             "held": bool(held),
             "holder": info.get("holder"),
-            "epoch": int(info["epoch"]) if "epoch" in info else None,
+            "epoch": int(info.get("epoch") or 0) or None,
             "age": _age(now, info.get("acquired_ms")),
             "since_renewal": _age(now, info.get("renewed_ms")),
             "ttl": int(pttl) / 1000 if int(pttl) >= 0 else None,
@@ -129,19 +122,16 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
 
 
 def recover(client: redis.Redis, settings: Settings, *, forget_idle: float | None = None) -> RecoverReport:
-    """Repair what crashes leave behind; idempotent and safe while workers run.
+    """Repair what crashes leave behind, idempotently and safely while workers run.
 
-    Promotes due retries; hands entries idle past the claim idle time back to the stream's tail (poison
-    ones to the dead letters); removes a lease whose holder stopped renewing; deletes consumers with
-    nothing pending, idle ``forget_idle`` seconds (default 10 x claim idle).
+    Promotes due retries, hands idle pending entries back to the stream's tail (poison ones to the dead
+    letters), drops a stale lease and consumers with nothing pending idle ``forget_idle`` s (10 x claim idle).
     """
-    keys = Keys(settings.namespace, settings.queue)
-    report = RecoverReport()
+    keys, report = Keys(settings.namespace, settings.queue), RecoverReport()
     promote, limit = client.register_script(source("promote")), settings.batch_size * 10
-    while True:
+    moved = limit
+    while moved >= limit:  # the script moves at most ``limit`` per call
         report.promoted += (moved := int(promote(keys=[keys.delayed, keys.stream], args=[limit])[0]))
-        if moved < limit:
-            break
     group = _group(client, keys) is not None
     if group:
         _hand_back(client, settings, keys, report)
@@ -159,9 +149,9 @@ def unlock(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     """Delete the leader lease, whoever holds it: ``{released, holder, epoch}``."""
     keys = Keys(settings.namespace, settings.queue)
     pipe: Any = client.pipeline(transaction=True)
-    info, deleted = pipe.hgetall(keys.lease_info).delete(keys.lease).execute()
-    info = _decode(info)
-    return {"released": bool(deleted), "holder": info.get("holder"), "epoch": info.get("epoch")}
+    raw, deleted = pipe.hgetall(keys.lease_info).delete(keys.lease).execute()
+    info = _decode(raw)
+    return {"released": bool(deleted), "holder": info.get("holder"), "epoch": int(info.get("epoch") or 0) or None}
 
 
 def reset(client: redis.Redis, settings: Settings) -> dict[str, Any]:
@@ -180,18 +170,15 @@ def replay(
 ) -> dict[str, Any]:
     """Send matching dead letters back to the stream with attempts reset: ``{matched, replayed, dry_run}``.
 
-    ``matched`` lists ``{stream_id, callback_id, url, reason, attempts, dead_age}``; ``progress(done,
-    total)`` is called after each batch.
+    ``matched`` holds each letter's fields but the body, plus ``stream_id`` and ``dead_age``.
     """
-    keys = Keys(settings.namespace, settings.queue)
-    now = _now_ms(client)
+    keys, now = Keys(settings.namespace, settings.queue), _now_ms(client)
     letters = (_dead_letter(sid, fields, now) for sid, fields in _entries(client, keys.dead))
     matched = list(islice((letter for letter in letters if selection.matches(letter)), selection.limit))
     script, replayed = client.register_script(REPLAY_LUA), 0
     for start in range(0, 0 if dry_run else len(matched), BATCH):
-        replayed += int(
-            script(keys=[keys.dead, keys.stream], args=[m["stream_id"] for m in matched[start : start + BATCH]])
-        )
+        batch = [letter["stream_id"] for letter in matched[start : start + BATCH]]
+        replayed += int(script(keys=[keys.dead, keys.stream], args=batch))
         if progress:
             progress(min(start + BATCH, len(matched)), len(matched))
     return {"matched": matched, "replayed": replayed, "dry_run": dry_run}
@@ -200,11 +187,9 @@ def replay(
 def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[str, Any]]:
     """Where a callback id (``msg_...``) or stream id is: ``[{place, stream_id, fields, ...}]``, empty if nowhere.
 
-    ``place`` is ``stream`` (with ``consumer`` and ``deliveries`` when pending), ``delayed`` (with
-    ``due_in`` seconds) or ``dead``; the body is cut to 500 characters.
+    ``place``: ``stream`` (+ ``consumer``, ``deliveries`` if pending), ``delayed`` (+ ``due_in``) or ``dead``.
     """
-    keys = Keys(settings.namespace, settings.queue)
-    by_id = re.fullmatch(r"\d+(-\d+)?", query) is not None
+    keys, by_id = Keys(settings.namespace, settings.queue), re.fullmatch(r"\d+(-\d+)?", query) is not None
     found: list[dict[str, Any]] = []
     for place, key in (("stream", keys.stream), ("dead", keys.dead)):  # a scan: a one-off question, not a hot path
         rows = _entries(client, key, query, query) if by_id else _entries(client, key)
@@ -214,9 +199,8 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
         fields = {key: str(value) for key, value in json.loads(member).items()}
         if fields.get("cid") == query:
             found.append(_sighting("delayed", None, fields, due_in=(float(score) - now) / 1000))
-    for sighting in found if _group(client, keys) else []:
-        sid = sighting["stream_id"]
-        pending: Any = client.xpending_range(keys.stream, GROUP, sid, sid, 1) if sighting["place"] == "stream" else []
+    for sighting in [s for s in found if s["place"] == "stream"] if _group(client, keys) else []:
+        pending: Any = client.xpending_range(keys.stream, GROUP, sighting["stream_id"], sighting["stream_id"], 1)
         for row in pending:
             sighting.update(consumer=_text(row["consumer"]), deliveries=int(row["times_delivered"]))
     return found
@@ -224,63 +208,59 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
 
 def _hand_back(client: redis.Redis, settings: Settings, keys: Keys, report: RecoverReport) -> None:
     settle, cursor, limit = client.register_script(source("settle")), "0-0", settings.max_deliveries
-    idle_ms = int(settings.claim_idle * 1000)
+    settle_keys = [keys.stream, keys.delayed, keys.dead, keys.stats, keys.status_updates]
     while True:
-        reply: Any = client.xautoclaim(keys.stream, GROUP, RECOVER_CONSUMER, idle_ms, cursor, count=BATCH)
-        cursor = _text(reply[0])
+        reply: Any = client.xautoclaim(keys.stream, GROUP, RECOVER_CONSUMER, int(settings.claim_idle * 1000), cursor)
+        cursor, settlement, now = _text(reply[0]), Settlement(), _now_ms(client)
         entries = [CallbackEntry.from_fields(_text(sid), f) for sid, f in reply[1] if sid is not None and f]
-        ids = [entry.stream_id or "" for entry in entries]
-        rows: Any = (
-            client.xpending_range(keys.stream, GROUP, ids[0], ids[-1], len(ids), RECOVER_CONSUMER) if ids else []
-        )
+        ids = [entry.stream_id or "" for entry in entries] or ["0-0"]
+        rows: Any = client.xpending_range(keys.stream, GROUP, ids[0], ids[-1], len(ids), RECOVER_CONSUMER)
         times = {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
-        settlement, now = Settlement(), str(_now_ms(client))
-        for entry in entries:
-            # A copy at the tail starts a fresh delivery count, so the leader's poison rule is applied here.
+        for entry in entries:  # a copy at the tail starts a fresh delivery count: apply the poison rule here
             if (read := times.get(entry.stream_id or "", 1)) > limit:
                 reason = f"poison: read {read} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
-                settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": now})
+                settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(now)})
+                settlement.record(
+                    [StatusUpdate("callbacks", entry.callback_id, now, {"status": "dead", "last_error": reason})]
+                )
                 report.dead_lettered += 1
             else:
                 settlement.again(entry)
                 report.handed_back += 1
-        if settlement.count:
-            settle(keys=[keys.stream, keys.delayed, keys.dead, keys.stats], args=[GROUP, *settlement.args])
+        if not settlement.empty:
+            settle(keys=settle_keys, args=[GROUP, *settlement.script_args()])
         if cursor == "0-0":
             break
     client.register_script(FORGET_CONSUMER_LUA)(keys=[keys.stream], args=[GROUP, RECOVER_CONSUMER])
 
 
 def _remove_stale_lease(client: redis.Redis, settings: Settings, keys: Keys) -> str | None:
-    # WATCH: a renewal between the check and the DEL writes renewed_ms, which aborts the DEL.
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.lease, keys.lease_info)  # type: ignore[no-untyped-call]
-            info = _decode(pipe.hgetall(keys.lease_info))
-            silent = _age(_now_ms(pipe), info.get("renewed_ms"))
-            if not pipe.exists(keys.lease) or silent is None or silent <= settings.lease_ttl:
-                return None
-            pipe.multi()
-            pipe.delete(keys.lease)
-            pipe.execute()
-        except WatchError:
+    def check(pipe: Any) -> str | None:  # runs under WATCH: a renewal meanwhile (renewed_ms) aborts the DEL
+        info = _decode(pipe.hgetall(keys.lease_info))
+        silent = _age(_now_ms(pipe), info.get("renewed_ms"))
+        if not pipe.exists(keys.lease) or silent is None or silent <= settings.lease_ttl:
             return None
-    return info.get("holder", "?")
+        pipe.multi()
+        pipe.delete(keys.lease)
+        return info.get("holder", "?")
+
+    holder: Any = client.transaction(check, keys.lease, keys.lease_info, value_from_callable=True)  # type: ignore[arg-type]
+    return holder  # type: ignore[no-any-return]
+
+
+def _xinfo(call: Callable[..., Any], *args: str) -> Any:
+    try:
+        return call(*args)
+    except ResponseError:  # no stream or group yet (or an ops reset meanwhile)
+        return []
 
 
 def _group(client: redis.Redis, keys: Keys) -> dict[str, Any] | None:
-    try:
-        groups: Any = client.xinfo_groups(keys.stream)
-    except ResponseError:  # no stream yet
-        return None
-    return next((g for g in groups if _text(g["name"]) == GROUP), None)
+    return next((g for g in _xinfo(client.xinfo_groups, keys.stream) if _text(g["name"]) == GROUP), None)
 
 
 def _consumers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    try:
-        rows: Any = client.xinfo_consumers(keys.stream, GROUP)
-    except ResponseError:  # deleted meanwhile (ops reset)
-        return []
+    rows = _xinfo(client.xinfo_consumers, keys.stream, GROUP)
     return [{"name": _text(r["name"]), "pending": int(r["pending"]), "idle": int(r["idle"]) / 1000} for r in rows]
 
 
@@ -291,14 +271,8 @@ def _entries(client: redis.Redis, key: str, low: str = "-", high: str = "+") -> 
 
 
 def _dead_letter(stream_id: str, fields: dict[str, str], now_ms: int) -> dict[str, Any]:
-    return {
-        "stream_id": stream_id,
-        "callback_id": fields.get("cid", ""),
-        "url": fields.get("url", ""),
-        "reason": fields.get("reason", ""),
-        "attempts": int(fields.get("att", 0)),
-        "dead_age": _age(now_ms, fields.get("dead_ms") or stream_id.partition("-")[0]) or 0.0,
-    }
+    age = _age(now_ms, fields.get("dead_ms") or stream_id.partition("-")[0])
+    return {"stream_id": stream_id, "dead_age": age, **{k: v for k, v in fields.items() if k != "body"}}
 
 
 def _sighting(place: str, stream_id: str | None, fields: dict[str, str], **extra: Any) -> dict[str, Any]:

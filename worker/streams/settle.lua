@@ -12,17 +12,23 @@
 --   "dead"  id  n  f1 v1 ... fn vn              append to the dead-letter stream
 --   "again" id  n  f1 v1 ... fn vn              re-add at the stream's tail (hand back unstarted work)
 --   "status" json                               append one status entry (a JSON array of updates)
--- Returns the number of ids that were still pending (XACK's answer): fewer than
--- the records means some entry had already been settled by another consumer.
+-- An entry no longer pending (settled first by another consumer) is only deleted:
+-- no retry, dead letter or hand-back copy is written for it, so nothing is duplicated.
+-- Returns the number of ids that were still pending (XACK's answer).
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group = ARGV[1]
 local owned = 0
 local counts = {}
 local function bump(name) counts[name] = (counts[name] or 0) + 1 end
+-- Removes the entry; true when it was still pending, i.e. nobody settled it first. Only then
+-- may a copy be written (retry, dead letter, hand-back): a second settler writing one too
+-- would duplicate the callback.
 local function settle(id)
-  owned = owned + redis.call('XACK', KEYS[1], group, id)
+  local acked = redis.call('XACK', KEYS[1], group, id)
   redis.call('XDEL', KEYS[1], id)
+  owned = owned + acked
+  return acked == 1
 end
 local function fields_at(i)
   local n = tonumber(ARGV[i])
@@ -36,16 +42,23 @@ while i <= #ARGV do
   if kind == 'status' then
     redis.call('XADD', KEYS[5], '*', 'u', id); i = i + 2
   elseif kind == 'ack' then
-    settle(id); bump('delivered'); i = i + 2
+    if settle(id) then bump('delivered') end
+    i = i + 2
   elseif kind == 'delay' then
-    redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
-    settle(id); bump(ARGV[i + 4]); i = i + 5
+    if settle(id) then
+      redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[i + 2]), ARGV[i + 3])
+      bump(ARGV[i + 4])
+    end
+    i = i + 5
   elseif kind == 'dead' or kind == 'again' then
     local fields, nexti = fields_at(i + 2)
-    local target = KEYS[3]
-    if kind == 'again' then target = KEYS[1] end
-    redis.call('XADD', target, '*', unpack(fields))
-    settle(id); bump(kind == 'dead' and 'dead' or 'handed_back'); i = nexti
+    if settle(id) then
+      local target = KEYS[3]
+      if kind == 'again' then target = KEYS[1] end
+      redis.call('XADD', target, '*', unpack(fields))
+      bump(kind == 'dead' and 'dead' or 'handed_back')
+    end
+    i = nexti
   else
     return redis.error_reply('settle.lua: unknown record kind ' .. tostring(kind))
   end

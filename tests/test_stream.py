@@ -1,0 +1,39 @@
+"""The stream primitives against real Redis: settling is exactly-once per entry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from worker.keys import GROUP
+from worker.redis_client import async_client
+from worker.streams.entry import CallbackEntry
+from worker.streams.stream import CallbackStream, Settlement
+
+
+@pytest.mark.parametrize("kind", ["delay", "dead", "again"])
+def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, keys, rclient, kind):
+    async def scenario() -> tuple[int, int]:
+        client = async_client(redis_url)
+        try:
+            stream = CallbackStream(client, keys)
+            await stream.ensure_group()
+            await client.xadd(keys.stream, CallbackEntry("msg_1", "https://example.com/", "{}").fields())
+            (entry,) = await stream.read("old-leader", 10, 0.1)
+            first, second = Settlement(), Settlement()
+            for settlement in (first, second):  # e.g. a deposed leader and its successor
+                if kind == "delay":
+                    settlement.delay(entry.next_attempt(), 60, "retried")
+                elif kind == "dead":
+                    settlement.dead(entry, {"reason": "final: HTTP 410"})
+                else:
+                    settlement.again(entry)
+            return await stream.settle(first), await stream.settle(second)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == (1, 0)
+    copies = {"delay": rclient.zcard(keys.delayed), "dead": rclient.xlen(keys.dead), "again": rclient.xlen(keys.stream)}
+    assert copies[kind] == 1
+    assert rclient.xpending(keys.stream, GROUP)["pending"] == 0
