@@ -50,7 +50,7 @@ def test_host_of(url, expected):
 
 
 def test_the_same_host_in_another_case_or_with_its_default_port_shares_one_cap():
-    queues = HostQueues(concurrency=1, buffer_per_host=10)
+    queues = HostQueues(concurrency=1, buffer=10)
     for url in ("http://A.example/x", "http://a.example:80/y", "HTTP://a.EXAMPLE/z"):
         assert queues.offer(entry(url))
     assert queues.take() is not None
@@ -60,7 +60,7 @@ def test_the_same_host_in_another_case_or_with_its_default_port_shares_one_cap()
 
 
 def test_another_port_is_another_host():
-    queues = HostQueues(concurrency=1, buffer_per_host=10)
+    queues = HostQueues(concurrency=1, buffer=10)
     queues.offer(entry("http://a.example/"))
     queues.offer(entry("http://a.example:8080/"))
     queues.offer(entry("https://a.example/"))
@@ -69,7 +69,7 @@ def test_another_port_is_another_host():
 
 @pytest.mark.parametrize("concurrency", [1, 2, 5])
 def test_per_host_cap(concurrency):
-    queues = HostQueues(concurrency=concurrency, buffer_per_host=100)
+    queues = HostQueues(concurrency=concurrency, buffer=100)
     offered = [entry("https://a.example/hook") for _ in range(8)]
     for e in offered:
         assert queues.offer(e)
@@ -82,7 +82,7 @@ def test_per_host_cap(concurrency):
 
 
 def test_round_robin_across_hosts():
-    queues = HostQueues(concurrency=100, buffer_per_host=100)
+    queues = HostQueues(concurrency=100, buffer=100)
     for n in range(3):
         for host in ("a", "b", "c"):
             queues.offer(entry(f"https://{host}.example/{n}"))
@@ -90,7 +90,7 @@ def test_round_robin_across_hosts():
 
 
 def test_round_robin_with_uneven_queues():
-    queues = HostQueues(concurrency=100, buffer_per_host=100)
+    queues = HostQueues(concurrency=100, buffer=100)
     for host, count in (("a", 4), ("b", 1), ("c", 2)):
         for n in range(count):
             queues.offer(entry(f"https://{host}.example/{n}"))
@@ -98,7 +98,7 @@ def test_round_robin_with_uneven_queues():
 
 
 def test_a_saturated_host_never_blocks_the_others():
-    queues = HostQueues(concurrency=1, buffer_per_host=100)
+    queues = HostQueues(concurrency=1, buffer=100)
     for _ in range(10):
         queues.offer(entry("https://slow.example/"))
     late = [entry("https://fast.example/1"), entry("https://fast.example/2"), entry("https://other.example/")]
@@ -119,7 +119,7 @@ def test_a_saturated_host_never_blocks_the_others():
 
 
 def test_done_frees_a_slot_for_the_same_host():
-    queues = HostQueues(concurrency=2, buffer_per_host=100)
+    queues = HostQueues(concurrency=2, buffer=100)
     offered = [entry("https://a.example/") for _ in range(5)]
     for e in offered:
         queues.offer(e)
@@ -136,7 +136,7 @@ def test_done_frees_a_slot_for_the_same_host():
 
 
 def test_a_saturated_host_with_a_full_buffer_refuses_without_affecting_other_hosts():
-    queues = HostQueues(concurrency=1, buffer_per_host=2)
+    queues = HostQueues(concurrency=1, buffer=2)
     in_flight = entry("https://a.example/0")
     queues.offer(in_flight)
     assert queues.take() is in_flight  # a.example is now saturated
@@ -155,15 +155,24 @@ def test_a_saturated_host_with_a_full_buffer_refuses_without_affecting_other_hos
 
 
 def test_a_host_only_waiting_for_the_global_pace_may_use_the_whole_buffer():
-    queues = HostQueues(concurrency=4, buffer_per_host=2)
+    queues = HostQueues(concurrency=4, buffer=2)
     offered = [entry("https://a.example/") for _ in range(50)]
     assert all(queues.offer(e) for e in offered)
     assert queues.shed() == []  # not saturated: nothing to shed
     assert queues.waiting == 50
 
 
-def test_shed_returns_a_saturated_hosts_overflow_newest_first_and_keeps_the_oldest():
-    queues = HostQueues(concurrency=1, buffer_per_host=2)
+def test_a_lone_saturated_host_may_keep_the_whole_buffer():
+    queues = HostQueues(concurrency=2, buffer=50, min_share=4)
+    offered = [entry("https://busy.example/") for _ in range(50)]
+    assert all(queues.offer(e) for e in offered)
+    take_all(queues)  # two in flight: saturated, but alone
+    assert queues.shed() == []
+    assert queues.waiting == 48
+
+
+def test_shed_returns_a_saturated_hosts_overflow_beyond_its_fair_share_newest_first():
+    queues = HostQueues(concurrency=1, buffer=4)  # two hosts with waiting work: a share of 2 each
     offered = [entry("https://slow.example/") for _ in range(6)]
     for e in offered:
         queues.offer(e)
@@ -178,7 +187,7 @@ def test_shed_returns_a_saturated_hosts_overflow_newest_first_and_keeps_the_olde
 
 
 def test_shed_returns_entries_that_waited_too_long():
-    queues = HostQueues(concurrency=1, buffer_per_host=10, max_wait=5.0)
+    queues = HostQueues(concurrency=1, buffer=10, max_wait=5.0)
     old, young = entry("https://a.example/"), entry("https://b.example/")
     queues.offer(old, now=100.0)
     queues.offer(young, now=104.0)
@@ -188,7 +197,7 @@ def test_shed_returns_entries_that_waited_too_long():
 
 
 def test_holds_tracks_an_entry_from_offer_to_done():
-    queues = HostQueues(concurrency=4, buffer_per_host=10)
+    queues = HostQueues(concurrency=4, buffer=10)
     e = entry("https://a.example/")
     assert not queues.holds(e.stream_id)
     queues.offer(e)
@@ -201,7 +210,7 @@ def test_holds_tracks_an_entry_from_offer_to_done():
 
 
 def test_an_entry_without_a_stream_id_is_held_by_its_callback_id():
-    queues = HostQueues(concurrency=4, buffer_per_host=10)
+    queues = HostQueues(concurrency=4, buffer=10)
     e = entry("https://a.example/", stream_id=None)
     queues.offer(e)
     assert queues.holds(e.callback_id)
@@ -210,7 +219,7 @@ def test_an_entry_without_a_stream_id_is_held_by_its_callback_id():
 
 
 def test_drain_returns_the_waiting_entries_and_keeps_the_ones_in_flight():
-    queues = HostQueues(concurrency=1, buffer_per_host=10)
+    queues = HostQueues(concurrency=1, buffer=10)
     a = [entry("https://a.example/") for _ in range(3)]
     b = [entry("https://b.example/") for _ in range(2)]
     for e in a + b:
@@ -234,7 +243,7 @@ def test_drain_returns_the_waiting_entries_and_keeps_the_ones_in_flight():
 
 
 def test_counters_follow_every_operation():
-    queues = HostQueues(concurrency=2, buffer_per_host=3)
+    queues = HostQueues(concurrency=2, buffer=3)
     for n in range(4):
         queues.offer(entry(f"https://h{n % 2}.example/"))
     assert (queues.waiting, queues.in_flight, queues.startable()) == (4, 0, 4)

@@ -4,18 +4,21 @@ Pure bookkeeping, no I/O: the leader offers entries, takes the next startable
 one (round-robin over hosts with a free slot), reports when one finishes, and
 sheds what should not wait in memory any longer:
 
-- a *saturated* host (every slot in flight) keeps at most ``buffer_per_host``
-  waiting entries; the rest are handed back for deferral, so a slow or dead
-  receiver cannot fill the leader's memory and stall the other hosts;
+- a *saturated* host (every slot in flight) keeps at most its fair share of
+  the buffer waiting: ``buffer / hosts with waiting work``, and never less than
+  ``min_share``. The rest is handed back for deferral, so a slow or dead
+  receiver cannot fill the leader's memory and stall the other hosts, while a
+  lone busy host (the common burst to one customer) may use the whole buffer;
 - an entry that has waited ``max_wait`` seconds is handed back too, so it is
   never mistaken for the pending entry of a silent consumer and reclaimed.
 
-A host that merely waits for the global pace is not saturated: it may use the
-whole buffer.
+A host that merely waits for the global pace is not saturated: it is never
+refused or shed for its size.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict, deque
 from urllib.parse import urlsplit
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 from .streams.entry import CallbackEntry
 
 
+@functools.lru_cache(maxsize=16384)  # a burst repeats few URLs; parsing each twice per delivery adds up
 def host_of(url: str) -> str:
     """The connection target that concurrency is counted against: ``host:port``."""
     parts = urlsplit(url)
@@ -33,9 +37,10 @@ def host_of(url: str) -> str:
 class HostQueues:
     """Waiting callbacks grouped by host, with at most ``concurrency`` in flight per host."""
 
-    def __init__(self, concurrency: int, buffer_per_host: int, max_wait: float = float("inf")) -> None:
+    def __init__(self, concurrency: int, buffer: int, min_share: int = 1, max_wait: float = float("inf")) -> None:
         self.concurrency = concurrency
-        self.buffer_per_host = buffer_per_host
+        self.buffer = buffer
+        self.min_share = max(1, min_share)
         self.max_wait = max_wait
         self._waiting: OrderedDict[str, deque[tuple[CallbackEntry, float]]] = OrderedDict()
         self._in_flight: dict[str, int] = {}
@@ -50,11 +55,15 @@ class HostQueues:
     def _saturated(self, host: str) -> bool:
         return self._in_flight.get(host, 0) >= self.concurrency
 
+    def share(self) -> int:
+        """How many waiting entries a saturated host may keep: its fair part of the buffer."""
+        return max(self.min_share, self.buffer // max(1, len(self._waiting)))
+
     def offer(self, entry: CallbackEntry, now: float | None = None) -> bool:
         """Queue ``entry``; ``False`` when its host is saturated with a full buffer (the caller defers it)."""
         host = host_of(entry.url)
         queue = self._waiting.get(host)
-        if queue is not None and len(queue) >= self.buffer_per_host and self._saturated(host):
+        if queue is not None and self._saturated(host) and len(queue) >= self.share():
             return False
         if queue is None:
             queue = self._waiting[host] = deque()
@@ -102,13 +111,14 @@ class HostQueues:
     def shed(self, now: float | None = None) -> list[CallbackEntry]:
         """Remove and return what should wait elsewhere: a saturated host's overflow and overdue entries."""
         now = time.monotonic() if now is None else now
+        share = self.share()
         out: list[CallbackEntry] = []
         for host in list(self._waiting):
             queue = self._waiting[host]
             while queue and now - queue[0][1] >= self.max_wait:
                 out.append(queue.popleft()[0])
             if self._saturated(host):
-                while len(queue) > self.buffer_per_host:
+                while len(queue) > share:
                     out.append(queue.pop()[0])
             if not queue:
                 del self._waiting[host]

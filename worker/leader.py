@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SETTLE_EVERY = 0.005  # seconds between settle round trips while outcomes arrive
 STOP_POLL = 0.05
 MAX_BACKOFF = 2.0
+LATE_SLOT = 0.005  # a start slot missed by more than this (and one interval) lapses unused
 DEFER_SECONDS = 1.0  # how long a callback of a saturated host waits before it is read again
 
 
@@ -82,7 +83,8 @@ class Leader:
         self.max_buffer = _buffer_size(settings)
         self.queues = HostQueues(
             settings.host_concurrency,
-            buffer_per_host=min(self.max_buffer, 2 * settings.host_concurrency),
+            buffer=self.max_buffer,
+            min_share=min(self.max_buffer, 2 * settings.host_concurrency),
             max_wait=settings.claim_idle / 3,
         )
         self._client = client
@@ -226,11 +228,14 @@ class Leader:
                 self.observer.waited_for_pace(pause)
                 await asyncio.sleep(pause)
                 continue
+            late_limit = max(reservation.interval, LATE_SLOT)
             for index in range(reservation.granted):
                 wait = asked + reservation.slot(index) - loop.time()
                 if wait > 0.0005:
                     self.observer.waited_for_pace(wait)
                     await asyncio.sleep(wait)
+                elif wait < -late_limit:
+                    continue  # woke too late for this slot: it lapses, or the late starts would bunch
                 if self._stopping or self._lost:
                     return
                 entry = self.queues.take()

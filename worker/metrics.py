@@ -8,6 +8,7 @@ multi-process (see ``worker.actors.metrics``); gauges say how they combine.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -77,19 +78,28 @@ class DeliveryMetrics(DeliveryObserver):
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        # Label lookups take a lock and hash the labels: bind the children once.
+        self._delivered = DELIVERED.labels(namespace)
+        self._retried = RETRIED.labels(namespace)
+        self._duration = DURATION.labels(namespace)
+        self._latency = LATENCY.labels(namespace)
+        self._attempts: dict[tuple[str, str], Any] = {}
 
     def attempted(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
-        ns = self.namespace
-        ATTEMPTS.labels(ns, decision.action.value, status_class(result.status)).inc()
-        DURATION.labels(ns).observe(result.duration)
+        key = (decision.action.value, status_class(result.status))
+        counter = self._attempts.get(key)
+        if counter is None:
+            counter = self._attempts[key] = ATTEMPTS.labels(self.namespace, *key)
+        counter.inc()
+        self._duration.observe(result.duration)
         if decision.action is Action.DONE:
-            DELIVERED.labels(ns).inc()
+            self._delivered.inc()
             if entry.first_enqueued_ms:
-                LATENCY.labels(ns).observe(max(0.0, time.time() - entry.first_enqueued_ms / 1000))
+                self._latency.observe(max(0.0, time.time() - entry.first_enqueued_ms / 1000))
         elif decision.action is Action.RETRY:
-            RETRIED.labels(ns).inc()
+            self._retried.inc()
         else:
-            DEAD.labels(ns, dead_reason_kind(decision.reason)).inc()
+            DEAD.labels(self.namespace, dead_reason_kind(decision.reason)).inc()
 
     def leading(self, namespace: str, epoch: int, leads: bool) -> None:
         LEADER.labels(namespace).set(1 if leads else 0)

@@ -38,5 +38,8 @@ def sync_client(url: str, *, retries: int = 2) -> redis.Redis:
 
 
 def async_client(url: str) -> aioredis.Redis:
-    """An asyncio client for the leader: no automatic retries, the loop retries itself."""
-    return aioredis.Redis.from_url(url, **_options(0))  # type: ignore[arg-type]
+    """An asyncio client for the leader: no automatic retries, the loop retries itself.
+
+    Replies are decoded to ``str`` by the parser (hiredis, in C), not field by field in Python.
+    """
+    return aioredis.Redis.from_url(url, decode_responses=True, **_options(0))  # type: ignore[arg-type]
