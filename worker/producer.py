@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from .keys import Keys
 from .redis_client import sync_client
 from .settings import Settings
 from .streams.entry import CallbackEntry
+from .streams.scripts import source
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,18 @@ class CallbackRequest:
 
 
 def new_callback_id() -> str:
-    """A fresh ``webhook-id`` (``msg_`` + 32 hex digits, as Standard Webhooks suggests)."""
-    return f"msg_{uuid.uuid4().hex}"
+    """A fresh ``webhook-id`` (``msg_`` + 32 random hex digits, as Standard Webhooks suggests)."""
+    return f"msg_{os.urandom(16).hex()}"
+
+
+# One encoder for every payload: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_payload(payload: Any, limit: int) -> str:
     """The compact JSON body for ``payload``; raises a clear error when it cannot be sent."""
     try:
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        body = _JSON.encode(payload)
     except (TypeError, ValueError) as e:
         raise InvalidPayload(
             f"payload is not JSON-serialisable ({e}); send dicts, lists, strings, finite numbers, booleans or None"
@@ -61,13 +66,14 @@ class CallbackProducer:
     """Adds callbacks to one queue's stream.
 
     Every callback is validated before anything is sent; a batch goes in one
-    MULTI/EXEC round trip, so either all of it is enqueued or none.
+    script call (``enqueue.lua``), so either all of it is enqueued or none.
     """
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings
         self._keys = Keys(settings.namespace, settings.queue)
         self._client = client or sync_client(settings.redis_url)
+        self._enqueue = self._client.register_script(source("enqueue"))
 
     def entry(self, request: CallbackRequest, now_ms: int) -> CallbackEntry:
         """Validate one request and build its stream entry (no I/O)."""
@@ -92,13 +98,15 @@ class CallbackProducer:
                 raise type(e)(f"callback #{index}: {e}") from e
         if not entries:
             return []
-        pipe = self._client.pipeline(transaction=True)
-        for entry in entries:
-            pipe.xadd(self._keys.stream, entry.fields())  # type: ignore[arg-type]
         queued = [status.callback_queued(e.callback_id, e.url, e.task_id, now_ms) for e in entries]
-        pipe.xadd(self._keys.status_updates, {"u": status.encode(queued)})
+        args: list[str | int] = [status.encode(queued)]
+        for entry in entries:
+            fields = entry.fields()
+            args.append(len(fields))
+            for key, value in fields.items():
+                args += (key, value)
         try:
-            pipe.execute()
+            self._enqueue(keys=[self._keys.stream, self._keys.status_updates], args=args)
         except redis.RedisError as e:
             raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the callbacks: {e}") from e
         # Imported here, not at the top: a Dramatiq worker must point prometheus_client at its

@@ -10,7 +10,9 @@ tests); the URL shape rules always apply.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import socket
 import unicodedata
 from typing import Any
@@ -108,7 +110,17 @@ def check_callback_url(url: object, *, allow_private: bool) -> str:
         raise InvalidCallbackURL(f"callback_url must be a string, got {type(url).__name__}")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidCallbackURL(f"callback_url is {len(url)} characters; the limit is {MAX_URL_LENGTH}")
-    if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
+    return _check_url_text(url, allow_private)
+
+
+_ASCII_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+@functools.lru_cache(maxsize=4096)  # pure; a batch repeats few URLs (exceptions are not cached)
+def _check_url_text(url: str, allow_private: bool) -> str:
+    if _ASCII_SPACE_OR_CONTROL.search(url) or (
+        not url.isascii() and any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url)
+    ):
         raise InvalidCallbackURL("callback_url contains whitespace or control characters; percent-encode them")
     if not url.isascii() and any(unicodedata.category(ch) == "Cs" for ch in url):
         raise InvalidCallbackURL("callback_url contains a lone surrogate, which is not valid Unicode text")
