@@ -7,14 +7,17 @@ leaves a process behind.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,9 +26,14 @@ from typing import Any, Self
 
 import redis
 
+from worker.keys import Keys
+from worker.producer import CallbackProducer
+from worker.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-LOG_DIR = Path(tempfile.gettempdir()) / "cbw-bench"
+LOGS = Path(tempfile.gettempdir()) / "cbw-bench"
+LOG_DIR = LOGS / str(os.getpid())  # this run's logs and scratch directories
 
 
 def free_port() -> int:
@@ -56,13 +64,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+_serial = itertools.count(1)
+
+
+def log_dir() -> Path:
+    """This run's directory under ``LOGS``, made on first use; those of runs no longer alive are removed."""
+    if not LOG_DIR.exists():
+        LOG_DIR.mkdir(parents=True)
+        for stale in LOGS.iterdir():
+            if stale.name.isdigit() and stale != LOG_DIR and not Path(f"/proc/{stale.name}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
+    return LOG_DIR
+
+
 class Subprocess:
     """A child process in its own session, logging to a file; stopped with SIGTERM, then SIGKILL."""
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.log = LOG_DIR / f"{name}-{os.getpid()}.log"
+        self.log = log_dir() / f"{next(_serial):02d}-{name}.log"
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
             argv,
@@ -141,7 +161,9 @@ class ReceiverProcess(Subprocess):
 
     def __init__(self) -> None:
         self.port = free_port()
-        super().__init__(f"receiver-{self.port}", [sys.executable, "-m", "bench.receiver_server", "--port", str(self.port)])
+        super().__init__(
+            f"receiver-{self.port}", [sys.executable, "-m", "bench.receiver_server", "--port", str(self.port)]
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         if not wait_until(self._answers, 15, 0.05):
             self.stop()
@@ -156,19 +178,19 @@ class ReceiverProcess(Subprocess):
 
     def times(self, path: str) -> list[float]:
         """Arrival times (``time.time()`` in the receiver) of every POST to ``path``."""
-        query = urllib.request.quote(path)
+        query = urllib.parse.quote(path)
         with urllib.request.urlopen(f"{self.url}/_times?path={query}", timeout=10) as response:
             return list(json.loads(response.read())["times"])
 
     def count(self, path: str) -> int:
         """How many POSTs to ``path`` arrived."""
-        query = urllib.request.quote(path)
+        query = urllib.parse.quote(path)
         with urllib.request.urlopen(f"{self.url}/_times?path={query}&count=1", timeout=10) as response:
             return int(json.loads(response.read())["count"])
 
     def wait_for(self, path: str, count: int, timeout: float) -> list[float]:
         """Wait until ``count`` POSTs to ``path`` arrived; their arrival times (fewer on timeout)."""
-        wait_until(lambda: self.count(path) >= count, timeout, 0.01)
+        wait_until(lambda: self.count(path) >= count, timeout, 0.05)  # times come from the receiver: no hurry
         return self.times(path)
 
 
@@ -196,3 +218,57 @@ class DramatiqProcess(Subprocess):
         """Raise with its log when it exited early."""
         if not self.alive():
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+
+
+class CallbackWorker(DramatiqProcess):
+    """The worker under test: ``dramatiq worker.actors`` on one namespace; ready once a leader holds the lease."""
+
+    def __init__(self, redis_url: str, namespace: str, settings: Mapping[str, object], threads: int = 2) -> None:
+        # Its database, metrics samples and media go to a scratch directory, not the project's ./var.
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"worker-{namespace}-", dir=log_dir()))
+        (self.scratch / "metrics").mkdir()
+        scratch = {
+            "DATABASE_URL": f"sqlite:///{self.scratch / 'worker.db'}",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.scratch / "metrics"),
+            "MEDIA_ROOT": str(self.scratch / "media"),
+        }
+        self.env = worker_env(redis_url, namespace, **scratch, **settings)
+        self.keys = Keys(namespace)
+        self.settings = Settings.from_env(self.env)
+        super().__init__("worker.actors", self.env, processes=1, threads=threads)
+
+    def wait_ready(self, client: redis.Redis, timeout: float = 30) -> None:
+        """Wait until a leader leads the queue (the leader watch elects one within a second of boot)."""
+        if not wait_until(lambda: not self.alive() or bool(client.exists(self.keys.lease)), timeout, 0.05):
+            raise RuntimeError(f"no leader after {timeout:g} s:\n{self.tail()}")
+        self.check()
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop the worker and remove its scratch directory."""
+        super().stop(grace)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def producer(self) -> CallbackProducer:
+        """A producer for this worker's queue (the caller closes it)."""
+        return CallbackProducer(self.settings)
+
+    def stat(self, client: redis.Redis, name: str) -> int:
+        """A counter of the queue's stats hash (``delivered``, ``retried``, ``deferred``, ``dead``)."""
+        return int(client.hget(self.keys.stats, name) or 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants; 0 once it is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+    return total

@@ -1,0 +1,123 @@
+"""``make bench``: every figure of the callback worker in one run, with baselines, ratios and targets.
+
+Starts private Redis servers, a receiver process and real ``dramatiq``
+workers, measures, prints the table and writes it to ``BENCHMARKS.md``.
+Everything it starts it stops; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from contextlib import ExitStack
+
+from worker.receiver import Receiver
+
+from . import details, enqueue_rate, latency, pacing
+from .figures import Figures, rows
+from .harness import ROOT, SECRET, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
+from .profiles import NO_SHED, PACED, UNPACED
+from .report import markdown, text_table
+from .throughput import ThroughputBench, ThroughputResult, ours, plain_dramatiq, raw_aiohttp
+
+RUN_TIMEOUT = 30.0  # seconds one throughput or burst run may take before it counts as short
+PACED_BACKLOG = 1200
+
+
+class Progress:
+    """Prints what is being measured, with the seconds since the start, to stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.1f}s] {what}", file=sys.stderr, flush=True)
+
+
+def measure(args: argparse.Namespace, step: Progress) -> Figures:
+    """Run every scenario and return the figures."""
+    load = os.getloadavg()[0]
+    with ExitStack() as stack:
+        worker_redis, no_shed_redis, baseline_redis = (stack.enter_context(PrivateRedis()) for _ in range(3))
+        receiver = stack.enter_context(ReceiverProcess())
+        local = Receiver(SECRET).start()
+        stack.callback(local.stop)
+
+        step("enqueue rate (no worker running)")
+        enqueue = enqueue_rate.measure(worker_redis.url, "bench-enqueue", args.singles, 50, 1000)
+
+        step("starting two workers and the plain Dramatiq baseline")
+        worker = stack.enter_context(CallbackWorker(worker_redis.url, "bench", UNPACED))
+        no_shed = stack.enter_context(CallbackWorker(no_shed_redis.url, "bench", NO_SHED))
+        baseline_env = {"BENCH_REDIS_URL": baseline_redis.url}
+        baseline = stack.enter_context(
+            DramatiqProcess("bench.baseline_actor", baseline_env, threads=args.dramatiq_threads)
+        )
+        worker.wait_ready(worker_redis.client)
+        no_shed.wait_ready(no_shed_redis.client)
+        step(f"throughput: {args.rounds} rounds of {args.callbacks} callbacks x 4 contenders")
+        contenders = ThroughputResult(
+            ours("ours", worker, worker_redis),
+            ours("noshed", no_shed, no_shed_redis),
+            plain_dramatiq(baseline, baseline_redis),
+            raw_aiohttp(receiver.url + "/run/raw-connect"),
+        )
+        throughput = ThroughputBench(receiver, args.callbacks, RUN_TIMEOUT).run(contenders, args.rounds)
+        baseline.stop()
+        no_shed.stop()
+
+        step("idle latency and burst latency")
+        producer = worker.producer()
+        idle = latency.idle(producer, local, args.idle, spacing=0.02, timeout=10)
+        deferred = worker.stat(worker_redis.client, "deferred")
+        burst = latency.burst(producer, local, args.callbacks, timeout=RUN_TIMEOUT)
+        burst_deferred = worker.stat(worker_redis.client, "deferred") - deferred
+        producer.close()
+        worker.stop()
+
+        step(f"pacing: {PACED_BACKLOG} callbacks at {PACED['CALLBACK_RATE']}/s")
+        with CallbackWorker(worker_redis.url, "bench-paced", PACED) as paced_worker:
+            paced_worker.wait_ready(worker_redis.client)
+            paced = pacing.backlog(paced_worker, worker_redis.client, receiver, PACED_BACKLOG, timeout=20)
+        step("stopping")
+    return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.settings, load)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options (the defaults are what ``make bench`` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--callbacks", type=int, default=4000, help="callbacks per throughput and burst run")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (the median is reported)")
+    parser.add_argument("--idle", type=int, default=200, help="single enqueues for the idle latency")
+    parser.add_argument("--singles", type=int, default=3000, help="single enqueue() calls for the enqueue rate")
+    parser.add_argument("--dramatiq-threads", type=int, default=16, help="threads of the plain Dramatiq baseline")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="Markdown report ('-': none)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table, write the report."""
+    args = parse(argv)
+    step = Progress()
+    figures = measure(args, step)
+    table = rows(figures)
+    print(text_table(table))
+    if args.output != "-":
+        preamble = [
+            f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` (`python -m bench`), "
+            f"{time.monotonic() - step.started:.0f} s.",
+            "",
+            f"Machine: {details.machine()}.",
+        ]
+        extra = details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(markdown("Benchmarks", preamble, table, extra))
+        step(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Turns one run's measurements into table rows with targets, and explains each miss from the run's own numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.utils import HIREDIS_AVAILABLE
+
+from worker import leader
+from worker.settings import Settings
+
+from .enqueue_rate import EnqueueRates
+from .latency import LatencyRun
+from .pacing import PacingRun
+from .report import Row, Target, millis, per_second, plain
+from .throughput import ThroughputResult
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Everything one ``python -m bench`` run measured."""
+
+    throughput: ThroughputResult
+    idle: LatencyRun
+    burst: LatencyRun
+    burst_deferred: int
+    paced: PacingRun
+    enqueue: EnqueueRates
+    unpaced: Settings  # the headline worker's settings
+    load: float  # 1-minute load average when the run started
+
+
+def rows(f: Figures) -> list[Row]:
+    """The figures table, in the order of the issue."""
+    return [*_throughput(f), *_latency(f), *_pacing(f), *_enqueue(f), *_commands(f)]
+
+
+def shedding(deferred: float, settings: Settings, what: str) -> str:
+    """Why ``deferred`` entries were deferred (``what``: "per run", "in the run"); empty when none were."""
+    if not deferred:
+        return ""
+    park = getattr(leader, "DEFER_SECONDS", None)
+    later = f"{park:g} s later" if isinstance(park, int | float) else "later"
+    return (
+        f"The worker deferred {deferred:,.0f} entries {what}. Whenever all {settings.host_concurrency} slots of the "
+        f"one receiver host are in flight at once (at {settings.rate:g}/s a receiver pause of "
+        f"{settings.host_concurrency / settings.rate * 1000:.0f} ms does it), the host counts as saturated, and what "
+        "waits for it beyond its share of the leader's read-ahead is shed into the delayed set (worker/hosts.py "
+        f"`HostQueues.offer`/`shed`, worker/leader.py `_shed`/`_defer`), to come back {later} through promote.lua "
+        "and be read again."
+    )
+
+
+def _throughput(f: Figures) -> list[Row]:
+    t = f.throughput
+    ours, no_shed, raw, dramatiq = t.ours.series, t.no_shed.series, t.raw.series, t.dramatiq.series
+    cpu = (
+        f"The worker process used {ours.cpu_us:.0f} µs of CPU per callback against {raw.cpu_us:.0f} µs for the bare "
+        f"client (busy {ours.cpu_us * ours.rate / 1e6:.0%} of one core while delivering). The receiver spent "
+        f"{ours.receiver_cpu_us:.0f} µs per callback on our run and {raw.receiver_cpu_us:.0f} µs on the bare "
+        "client's, on the same 2 cores."
+    )
+    no_shed_cpu = (
+        f"Without shedding the worker still used {no_shed.cpu_us:.0f} µs of CPU per callback against "
+        f"{raw.cpu_us:.0f} µs for the bare client (busy {no_shed.cpu_us * no_shed.rate / 1e6:.0%} of one core; "
+        f"Redis {no_shed.redis_cpu_us:.0f} µs): one Python process (event loop, aiohttp client, Redis replies, "
+        "per-host bookkeeping, signing) is the limit."
+    )
+    if not HIREDIS_AVAILABLE:
+        no_shed_cpu += (
+            " Its Redis client parses every reply in Python (hiredis is not installed), an element for each field "
+            "name and value of every entry it reads."
+        )
+    ratio = Target(0.8, True, True)
+    return [
+        Row(
+            "Unpaced throughput vs raw aiohttp",
+            ours.rate,
+            per_second,
+            raw.rate,
+            "aiohttp x64",
+            ratio,
+            f"{shedding(ours.deferrals, f.unpaced, 'per run')} {cpu}".strip(),
+        ),
+        Row(
+            "Unpaced, batch = host concurrency, vs raw",
+            no_shed.rate,
+            per_second,
+            raw.rate,
+            "aiohttp x64",
+            ratio,
+            no_shed_cpu,
+        ),
+        Row("Unpaced throughput vs plain Dramatiq", ours.rate, per_second, dramatiq.rate, "actor/callback"),
+        Row(
+            "Entries deferred per unpaced run",
+            ours.deferrals,
+            plain,
+            no_shed.deferrals,
+            "batch = host conc.",
+        ),
+    ]
+
+
+def _latency(f: Figures) -> list[Row]:
+    noise = (
+        f" The 1-minute load average was {f.load:.2f} at the start on 2 cores shared with other work; "
+        "a tail this size is one scheduling delay of the worker, the receiver or Redis."
+    )
+    path = "An idle leader wakes from XREADGROUP BLOCK, reserves a slot (one EVALSHA) and POSTs."
+    return [
+        Row(
+            f"Idle latency p50 ({len(f.idle.latencies)} single enqueues)",
+            f.idle.ms(50),
+            millis,
+            target=Target(5, False),
+            why=path + noise,
+        ),
+        Row("Idle latency p99", f.idle.ms(99), millis, target=Target(20, False), why=path + noise),
+        Row(f"Burst latency p50 ({f.burst.sent} in one enqueue_many)", f.burst.ms(50), millis),
+        Row("Burst latency p99", f.burst.ms(99), millis),
+        Row("Burst delivery rate", f.burst.rate, per_second),
+    ]
+
+
+def _pacing(f: Figures) -> list[Row]:
+    paced = f.paced
+    bunching = (
+        f"Slots are {1000 / paced.rate:.1f} ms apart on the Redis clock, but each start waits in asyncio.sleep for its "
+        "slot; a late wake-up starts the overdue deliveries back to back and their arrivals bunch."
+    )
+    slow = shedding(paced.deferred, paced.settings, "in the run") or bunching
+    if paced.delivered < paced.sent:
+        slow = f"Only {paced.delivered} of {paced.sent} arrived in time. {slow}"
+    return [
+        Row(
+            f"Paced max callbacks in any 1 s ({paced.sent} at {paced.rate:g}/s)",
+            paced.max_window,
+            plain,
+            target=Target(paced.rate * 1.02, False),
+            why=bunching,
+        ),
+        Row("Paced mean rate", paced.mean_rate, per_second, target=Target(paced.rate * 0.98, True), why=slow),
+    ]
+
+
+def _enqueue(f: Figures) -> list[Row]:
+    e = f.enqueue
+    total_us, build_us = 1e6 / e.batched, 1e6 / e.built
+    packer = "hiredis" if HIREDIS_AVAILABLE else "redis-py's pure-Python packer (hiredis is not installed)"
+    why = (
+        f"{total_us:.0f} µs per callback, all in the producer's Python: {build_us:.0f} µs validating the URL, "
+        f"encoding the JSON and building the entry, and {total_us - build_us:.0f} µs packing and sending one "
+        f"{e.xadd_args}-argument XADD per entry with {packer} and reading the replies."
+    )
+    return [
+        Row("Enqueue rate, single enqueue()", e.single, per_second),
+        Row(
+            f"Enqueue rate, enqueue_many() of {e.batch_size}",
+            e.batched,
+            per_second,
+            e.single,
+            "single",
+            Target(50_000, True),
+            why,
+        ),
+    ]
+
+
+def _commands(f: Figures) -> list[Row]:
+    ours, no_shed, dramatiq = (
+        f.throughput.ours.commands,
+        f.throughput.no_shed.commands,
+        f.throughput.dramatiq.commands,
+    )
+    top = ", ".join(f"{name} {share:.2f}" for name, share in ours.breakdown()[:6])
+    why = f"Per callback: {top}. A delivered callback costs an XACK and an XDEL inside settle.lua."
+    if f.throughput.ours.series.deferrals:
+        why += (
+            " Every deferral adds a ZADD, XACK and XDEL (settle.lua), then a ZREM and XADD (promote.lua) and "
+            "another read; without deferrals (batch = host concurrency) the worker needs "
+            f"{no_shed.per_callback(no_shed.worker):.2f}."
+        )
+    return [
+        Row(
+            "Redis commands/callback, worker",
+            ours.per_callback(ours.worker),
+            plain,
+            no_shed.per_callback(no_shed.worker),
+            "batch = host conc.",
+            Target(3, False),
+            why,
+        ),
+        Row("Redis commands/callback, producer", ours.per_callback(ours.producer), plain),
+        Row(
+            "Redis commands/callback, all",
+            ours.per_callback(ours.total),
+            plain,
+            dramatiq.per_callback(dramatiq.total),
+            "plain Dramatiq",
+        ),
+    ]
