@@ -59,6 +59,19 @@ class Settings:
     max_response_bytes: int = 64 * 1024
     metrics_port: int = 9191
     media_root: Path = VAR_DIR / "media"
+    status_flush_interval: float = 0.1
+    status_flush_size: int = 500
+    image_stages: tuple[str, ...] = ("validate", "resize", "format")
+    image_short_side: int = 350
+    image_max_pixels: int = 50_000_000
+    image_max_bytes: int = 20 * 1024 * 1024
+    image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+    image_jpeg_quality: int = 90
+    image_model_url: str = field(default="", repr=False)  # may carry a key (?code=...)
+    image_model_url_prefixes: tuple[str, ...] = ()
+    image_model_timeout: float = 60.0
+    image_model_retries: int = 2
+    image_model_backoff: float = 1.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -228,6 +241,59 @@ def _port(raw: str) -> int:
     return int(_number(int, low=0, high=65535)(raw))
 
 
+# Stage names double as timing keys and error ``stage`` values; "decode" and "save" are the
+# pipeline's own steps around the stages.
+STAGE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+RESERVED_STAGE_NAMES = frozenset({"decode", "save"})
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+# Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, which the worker never changes):
+# keeping IMAGE_MAX_PIXELS at or below it makes the worker's explicit limit the one that applies.
+PILLOW_MAX_PIXELS = 89_478_485
+
+
+def _stage_names(raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of stage names (syntax only; the pipeline knows which exist)."""
+    names = tuple(part.strip() for part in raw.split(","))
+    for name in names:
+        if not STAGE_NAME.fullmatch(name):
+            raise ValueError(
+                f"stage name {name!r} must be 1-32 lowercase letters, digits or '_', starting with a letter"
+            )
+        if name in RESERVED_STAGE_NAMES:
+            raise ValueError(f"{name!r} is a pipeline step, not a stage")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"stage {duplicates[0]!r} is listed twice")
+    return names
+
+
+def _image_formats(raw: str) -> tuple[str, ...]:
+    formats = []
+    for part in raw.split(","):
+        name = part.strip().upper()
+        name = "JPEG" if name == "JPG" else name
+        if name not in IMAGE_FORMATS:
+            raise ValueError(f"unknown format {part.strip()!r}")
+        if name not in formats:
+            formats.append(name)
+    return tuple(formats)
+
+
+def _model_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError as e:
+        raise ValueError(f"cannot be parsed ({e})") from e
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return raw
+
+
+def _model_url_prefixes(raw: str) -> tuple[str, ...]:
+    return tuple(_model_url(part.strip()) for part in raw.split(","))
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_URL", "redis_url", _redis_url, "a redis://, rediss:// or unix:// URL"),
     Variable("DATABASE_URL", "database_url", _database_url, "sqlite:///path or postgresql+psycopg2://..."),
@@ -263,6 +329,43 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALLBACK_MAX_RESPONSE_BYTES", "max_response_bytes", _number(int, low=0, high=16 * 1024 * 1024), "bytes"),
     Variable("METRICS_PORT", "metrics_port", _port, "a TCP port 0..65535 (0 disables the endpoint)"),
     Variable("MEDIA_ROOT", "media_root", Path, "a directory path"),
+    Variable(
+        "CALLBACK_STATUS_FLUSH_INTERVAL",
+        "status_flush_interval",
+        _number(float, low=0.001, high=60),
+        "seconds 0.001..60 (the status writer flushes at least this often)",
+    ),
+    Variable(
+        "CALLBACK_STATUS_FLUSH_SIZE",
+        "status_flush_size",
+        _number(int, low=1, high=100_000),
+        "an integer 1..100000 (updates per status writer flush)",
+    ),
+    Variable("IMAGE_STAGES", "image_stages", _stage_names, "comma-separated stage names, e.g. validate,resize,format"),
+    Variable(
+        "IMAGE_SHORT_SIDE", "image_short_side", _number(int, low=16, high=8192), "pixels 16..8192 (never upscaled)"
+    ),
+    Variable(
+        "IMAGE_MAX_PIXELS",
+        "image_max_pixels",
+        _number(int, low=1, high=PILLOW_MAX_PIXELS),
+        f"an integer 1..{PILLOW_MAX_PIXELS} (width x height)",
+    ),
+    Variable("IMAGE_MAX_BYTES", "image_max_bytes", _number(int, low=1, high=256 * 1024 * 1024), "bytes <= 256 MiB"),
+    Variable("IMAGE_FORMATS", "image_formats", _image_formats, "comma-separated: JPEG, PNG, WEBP, GIF"),
+    Variable("IMAGE_JPEG_QUALITY", "image_jpeg_quality", _number(int, low=1, high=95), "an integer 1..95"),
+    Variable("IMAGE_MODEL_URL", "image_model_url", _model_url, "an http:// or https:// URL", secret=True),
+    Variable(
+        "IMAGE_MODEL_URL_PREFIXES",
+        "image_model_url_prefixes",
+        _model_url_prefixes,
+        "comma-separated http(s) URL prefixes a task's model_url may start with",
+    ),
+    Variable(
+        "IMAGE_MODEL_TIMEOUT", "image_model_timeout", _number(float, low=0, low_open=True, high=600), "seconds (0, 600]"
+    ),
+    Variable("IMAGE_MODEL_RETRIES", "image_model_retries", _number(int, low=0, high=10), "an integer 0..10"),
+    Variable("IMAGE_MODEL_BACKOFF", "image_model_backoff", _number(float, low=0, high=60), "seconds 0..60"),
 )
 
 _KNOWN = {var.name for var in VARIABLES}
