@@ -19,7 +19,7 @@ from worker.receiver import Receiver
 from . import details, enqueue_rate, latency, pacing
 from .figures import Figures, rows
 from .harness import ROOT, SECRET, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
-from .profiles import NO_SHED, PACED, UNPACED
+from .profiles import PACED, UNPACED
 from .report import markdown, text_table
 from .throughput import ThroughputBench, ThroughputResult, ours, plain_dramatiq, raw_aiohttp
 
@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
     """Run every scenario and return the figures."""
     load = os.getloadavg()[0]
     with ExitStack() as stack:
-        worker_redis, no_shed_redis, baseline_redis = (stack.enter_context(PrivateRedis()) for _ in range(3))
+        worker_redis, baseline_redis = (stack.enter_context(PrivateRedis()) for _ in range(2))
         receiver = stack.enter_context(ReceiverProcess())
         local = Receiver(SECRET).start()
         stack.callback(local.stop)
@@ -49,25 +49,21 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
         step("enqueue rate (no worker running)")
         enqueue = enqueue_rate.measure(worker_redis.url, "bench-enqueue", args.singles, 50, 1000)
 
-        step("starting two workers and the plain Dramatiq baseline")
+        step("starting the worker and the plain Dramatiq baseline")
         worker = stack.enter_context(CallbackWorker(worker_redis.url, "bench", UNPACED))
-        no_shed = stack.enter_context(CallbackWorker(no_shed_redis.url, "bench", NO_SHED))
         baseline_env = {"BENCH_REDIS_URL": baseline_redis.url}
         baseline = stack.enter_context(
             DramatiqProcess("bench.baseline_actor", baseline_env, threads=args.dramatiq_threads)
         )
         worker.wait_ready(worker_redis.client)
-        no_shed.wait_ready(no_shed_redis.client)
-        step(f"throughput: {args.rounds} rounds of {args.callbacks} callbacks x 4 contenders")
+        step(f"throughput: {args.rounds} rounds of {args.callbacks} callbacks x 3 contenders")
         contenders = ThroughputResult(
             ours("ours", worker, worker_redis),
-            ours("noshed", no_shed, no_shed_redis),
             plain_dramatiq(baseline, baseline_redis),
             raw_aiohttp(receiver.url + "/run/raw-connect"),
         )
         throughput = ThroughputBench(receiver, args.callbacks, RUN_TIMEOUT).run(contenders, args.rounds)
         baseline.stop()
-        no_shed.stop()
 
         step("idle latency and burst latency")
         producer = worker.producer()

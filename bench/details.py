@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .figures import Figures
-from .profiles import NO_SHED, PACED, UNPACED, describe
+from .profiles import PACED, UNPACED, describe
 from .report import markdown_table
 from .throughput import Contender
 
@@ -70,7 +70,6 @@ def _method(f: Figures, callbacks: int, rounds: int, dramatiq_threads: int) -> s
 def _settings() -> str:
     lines = [
         ["throughput, latency, burst, commands (the tests' fast profile)", describe(UNPACED)],
-        ["throughput, batch = host concurrency (reads ahead no more than a busy host may keep)", describe(NO_SHED)],
         ["pacing (the shipped pacing defaults)", describe(PACED)],
     ]
     note = (
@@ -97,7 +96,6 @@ def _cpu(f: Figures) -> str:
 
     lines = [
         line("ours", t.ours),
-        line("ours, batch = host concurrency", t.no_shed),
         line("plain Dramatiq", t.dramatiq),
         line("raw aiohttp", t.raw),
     ]
@@ -112,21 +110,21 @@ def _cpu(f: Figures) -> str:
 
 def _commands(f: Figures) -> str:
     t = f.throughput
-    tallies = (t.ours.commands, t.no_shed.commands, t.dramatiq.commands)
+    ours, dramatiq = tallies = (t.ours.commands, t.dramatiq.commands)
     mixes = [dict(tally.breakdown()) for tally in tallies]
     names = sorted({name for mix in mixes for name in mix}, key=lambda name: -sum(mix.get(name, 0) for mix in mixes))
     shown = [name for name in names if max(mix.get(name, 0.0) for mix in mixes) >= 0.01]
     lines = [[name, *(f"{mix.get(name, 0.0):.3f}" for mix in mixes)] for name in shown]
     rest = [sum(share for name, share in mix.items() if name not in shown) for mix in mixes]
     lines.append(["(all others)", *(f"{share:.3f}" for share in rest)])
-    lines.append(["**producer**", *(f"{tally.per_callback(tally.producer):.3f}" for tally in tallies[:2]), "-"])
-    lines.append(["**worker**", *(f"{tally.per_callback(tally.worker):.3f}" for tally in tallies[:2]), "-"])
-    lines.append(["**total**", *(f"{tally.per_callback(tally.total):.3f}" for tally in tallies)])
+    lines.append(["**producer**", f"{ours.per_callback(ours.producer):.3f}", "-"])
+    lines.append(["**worker**", f"{ours.per_callback(ours.worker):.3f}", "-"])
+    lines.append(["**total**", f"{ours.per_callback(ours.total):.3f}", f"{dramatiq.per_callback(dramatiq.total):.3f}"])
     note = (
         "`INFO commandstats` counts commands run inside Lua scripts as well as the EVALSHA that ran them, so these "
         "are commands executed, not round trips. Ours: the producer's share is the XADD/MULTI/EXEC run during "
         "`enqueue_many`, the worker's everything else (its Dramatiq broker included). Plain Dramatiq: producer and "
         "worker together."
     )
-    headers = ["command", "ours", "ours, batch = host concurrency", "plain Dramatiq"]
+    headers = ["command", "ours", "plain Dramatiq"]
     return markdown_table(headers, lines) + "\n\n" + note

@@ -42,36 +42,32 @@ def shedding(deferred: float, settings: Settings, what: str) -> str:
     park = getattr(leader, "DEFER_SECONDS", None)
     later = f"{park:g} s later" if isinstance(park, int | float) else "later"
     return (
-        f"The worker deferred {deferred:,.0f} entries {what}. Whenever all {settings.host_concurrency} slots of the "
-        f"one receiver host are in flight at once (at {settings.rate:g}/s a receiver pause of "
-        f"{settings.host_concurrency / settings.rate * 1000:.0f} ms does it), the host counts as saturated, and what "
-        "waits for it beyond its share of the leader's read-ahead is shed into the delayed set (worker/hosts.py "
-        f"`HostQueues.offer`/`shed`, worker/leader.py `_shed`/`_defer`), to come back {later} through promote.lua "
-        "and be read again."
+        f"The worker deferred {deferred:,.0f} entries {what}. The leader hands an entry back to the delayed set "
+        f"when its host has all {settings.host_concurrency} slots in flight and more waiting than its share of the "
+        "leader's read-ahead (the whole of it while that host is the only one waiting), or when it has waited "
+        f"{settings.claim_idle / 3:g} s in memory (worker/hosts.py `HostQueues.offer`/`shed`, worker/leader.py "
+        f"`_shed`/`_defer`); it comes back {later} through promote.lua and is read again."
     )
 
 
 def _throughput(f: Figures) -> list[Row]:
     t = f.throughput
-    ours, no_shed, raw, dramatiq = t.ours.series, t.no_shed.series, t.raw.series, t.dramatiq.series
+    ours, raw, dramatiq = t.ours.series, t.raw.series, t.dramatiq.series
+    times = f" ({ours.cpu_us / raw.cpu_us:.1f} times as much)" if raw.cpu_us > 0 else ""
     cpu = (
         f"The worker process used {ours.cpu_us:.0f} µs of CPU per callback against {raw.cpu_us:.0f} µs for the bare "
-        f"client (busy {ours.cpu_us * ours.rate / 1e6:.0%} of one core while delivering). The receiver spent "
+        f"client{times}, busy {ours.cpu_us * ours.rate / 1e6:.0%} of one core while delivering; its Redis server "
+        f"{ours.redis_cpu_us:.0f} µs per callback. That CPU is one Python process's: event loop, aiohttp client, "
+        "Redis replies, per-host bookkeeping, signing. "
+        f"{_core_needed(ours.cpu_us, raw.rate)}The receiver spent "
         f"{ours.receiver_cpu_us:.0f} µs per callback on our run and {raw.receiver_cpu_us:.0f} µs on the bare "
         "client's, on the same 2 cores."
     )
-    no_shed_cpu = (
-        f"Without shedding the worker still used {no_shed.cpu_us:.0f} µs of CPU per callback against "
-        f"{raw.cpu_us:.0f} µs for the bare client (busy {no_shed.cpu_us * no_shed.rate / 1e6:.0%} of one core; "
-        f"Redis {no_shed.redis_cpu_us:.0f} µs): one Python process (event loop, aiohttp client, Redis replies, "
-        "per-host bookkeeping, signing) is the limit."
-    )
     if not HIREDIS_AVAILABLE:
-        no_shed_cpu += (
-            " Its Redis client parses every reply in Python (hiredis is not installed), an element for each field "
-            "name and value of every entry it reads."
+        cpu += (
+            " The worker's Redis client parses every reply in Python (hiredis is not installed), an element for each "
+            "field name and value of every entry it reads."
         )
-    ratio = Target(0.8, True, True)
     return [
         Row(
             "Unpaced throughput vs raw aiohttp",
@@ -79,27 +75,21 @@ def _throughput(f: Figures) -> list[Row]:
             per_second,
             raw.rate,
             "aiohttp x64",
-            ratio,
+            Target(0.8, True, True),
             f"{shedding(ours.deferrals, f.unpaced, 'per run')} {cpu}".strip(),
         ),
-        Row(
-            "Unpaced, batch = host concurrency, vs raw",
-            no_shed.rate,
-            per_second,
-            raw.rate,
-            "aiohttp x64",
-            ratio,
-            no_shed_cpu,
-        ),
         Row("Unpaced throughput vs plain Dramatiq", ours.rate, per_second, dramatiq.rate, "actor/callback"),
-        Row(
-            "Entries deferred per unpaced run",
-            ours.deferrals,
-            plain,
-            no_shed.deferrals,
-            "batch = host conc.",
-        ),
+        Row("Entries deferred per unpaced run", ours.deferrals, plain),
     ]
+
+
+def _core_needed(cpu_us: float, rate: float) -> str:
+    """What matching ``rate`` would take at ``cpu_us`` per callback, in one core's terms (empty without figures)."""
+    need = cpu_us * rate / 1e6
+    if not need > 0:  # also NaN
+        return ""
+    beyond = ", more than one Python process (one event loop, one GIL) can give" if need >= 1 else ""
+    return f"At that cost the bare client's {rate:,.0f}/s would take {need:.0%} of one core{beyond}. "
 
 
 def _latency(f: Figures) -> list[Row]:
@@ -168,29 +158,17 @@ def _enqueue(f: Figures) -> list[Row]:
 
 
 def _commands(f: Figures) -> list[Row]:
-    ours, no_shed, dramatiq = (
-        f.throughput.ours.commands,
-        f.throughput.no_shed.commands,
-        f.throughput.dramatiq.commands,
-    )
+    ours, dramatiq = f.throughput.ours.commands, f.throughput.dramatiq.commands
     top = ", ".join(f"{name} {share:.2f}" for name, share in ours.breakdown()[:6])
     why = f"Per callback: {top}. A delivered callback costs an XACK and an XDEL inside settle.lua."
-    if f.throughput.ours.series.deferrals:
+    deferrals = f.throughput.ours.series.deferrals
+    if deferrals:
         why += (
-            " Every deferral adds a ZADD, XACK and XDEL (settle.lua), then a ZREM and XADD (promote.lua) and "
-            "another read; without deferrals (batch = host concurrency) the worker needs "
-            f"{no_shed.per_callback(no_shed.worker):.2f}."
+            f" The worker deferred {deferrals:,.0f} entries per run, and every deferral adds a ZADD, XACK and XDEL "
+            "(settle.lua), then a ZREM and XADD (promote.lua) and another read."
         )
     return [
-        Row(
-            "Redis commands/callback, worker",
-            ours.per_callback(ours.worker),
-            plain,
-            no_shed.per_callback(no_shed.worker),
-            "batch = host conc.",
-            Target(3, False),
-            why,
-        ),
+        Row("Redis commands/callback, worker", ours.per_callback(ours.worker), plain, target=Target(3, False), why=why),
         Row("Redis commands/callback, producer", ours.per_callback(ours.producer), plain),
         Row(
             "Redis commands/callback, all",

@@ -1,11 +1,8 @@
 """The worker settings each scenario runs with, and why.
 
 ``UNPACED`` is the project's own fast profile (``tests/conftest.py``): a rate
-far above what one process delivers, so the rate never limits. ``NO_SHED``
-is the same with the batch size cut to the host concurrency: the leader then
-never reads ahead more than a saturated host may keep waiting, so it never
-defers (sheds) entries; comparing the two shows what read-ahead and shedding
-cost or gain. ``PACED`` is the shipped pacing (100 per 0.5 s, 200/s, 8 per host).
+far above what one process delivers, so the rate never limits. ``PACED`` is
+the shipped pacing (100 per 0.5 s, 200/s, 8 per host).
 """
 
 from __future__ import annotations
@@ -17,12 +14,6 @@ Profile = Mapping[str, object]
 UNPACED: Profile = {
     "CALLBACK_BATCH_SIZE": 500,
     "CALLBACK_MIN_INTERVAL": 0.05,
-    "CALLBACK_RATE": 10_000,
-    "CALLBACK_HOST_CONCURRENCY": 64,
-}
-NO_SHED: Profile = {
-    "CALLBACK_BATCH_SIZE": 64,
-    "CALLBACK_MIN_INTERVAL": 0.005,
     "CALLBACK_RATE": 10_000,
     "CALLBACK_HOST_CONCURRENCY": 64,
 }

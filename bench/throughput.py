@@ -86,14 +86,13 @@ class ThroughputResult:
     """Every contender after its runs."""
 
     ours: Contender
-    no_shed: Contender
     dramatiq: Contender
     raw: Contender
 
     @property
     def contenders(self) -> tuple[Contender, ...]:
         """In the order they take turns."""
-        return (self.ours, self.no_shed, self.dramatiq, self.raw)
+        return (self.ours, self.dramatiq, self.raw)
 
 
 class ThroughputBench:

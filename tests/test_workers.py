@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 
 import pytest
@@ -112,3 +113,42 @@ def test_a_restarted_worker_resumes_the_backlog_on_its_own(start_worker, make_se
 
     assert receiver.wait_for(400, timeout=90)
     assert set(receiver.ids()) == set(ids)
+
+
+def test_a_second_sigterm_stops_the_worker_hard_and_another_takes_over(start_worker, rclient, keys):
+    """Signalling the whole process group (as GNU timeout does) delivers SIGTERM twice to each worker process.
+
+    Dramatiq then exits hard; the process must really go away instead of leading on.
+    """
+    doomed = start_worker(CALLBACK_LEASE_TTL=LEASE_TTL)
+    assert wait_until(lambda: leader_pid(rclient, keys) is not None, 20)
+    first = leader_pid(rclient, keys)
+    survivor = start_worker(CALLBACK_LEASE_TTL=LEASE_TTL)
+
+    os.killpg(doomed.proc.pid, signal.SIGTERM)
+
+    assert wait_until(lambda: doomed.proc.poll() is not None, 30), doomed.output()[-3000:]
+    assert wait_until(lambda: not _alive(first), 10)
+    assert wait_until(lambda: leader_pid(rclient, keys) not in (None, first), LEASE_TTL + 10)
+    assert owner([survivor], leader_pid(rclient, keys)) is survivor
+
+
+def test_deleting_the_stream_under_a_running_leader_is_survived(start_worker, make_settings, receiver, rclient, keys):
+    worker = start_worker()
+    assert wait_until(lambda: leader_pid(rclient, keys) is not None, 20)
+    epoch = rclient.hget(keys.lease_info, "epoch")
+    rclient.delete(keys.stream)  # what `ops reset` does, while the leader blocks in XREADGROUP
+
+    ids = CallbackProducer(make_settings()).enqueue_many([(f"{receiver.url}/ok", {"n": n}) for n in range(20)])
+
+    assert receiver.wait_for(20, timeout=20), worker.output()[-3000:]
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert rclient.hget(keys.lease_info, "epoch") == epoch  # the same leadership carried on
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -171,9 +171,10 @@ class Leader:
                 entries = await self.stream.read(self.consumer, min(room, self.settings.batch_size), block)
                 failures = 0
             except ResponseError as e:
-                if "NOGROUP" not in str(e):
+                if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
                     raise
-                await self.stream.ensure_group()  # the stream was deleted (ops reset): start over
+                # The stream was deleted (ops reset), before or during the read: start over.
+                await self.stream.ensure_group()
                 continue
             except (RedisError, OSError) as e:
                 failures += 1
