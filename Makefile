@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 PROCESSES ?= 2
 THREADS   ?= 4
 
-.PHONY: run test lint bench demo status recover services venv clean
+.PHONY: run test lint bench demo status recover services migrate venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,13 @@ venv: $(STAMP)
 services: venv
 	@$(PY) -m ops.services
 
-run: services
+migrate: venv
+	$(PY) -m worker.storage migrate
+
+run: services migrate
 	$(VENV)/bin/dramatiq worker.actors --processes $(PROCESSES) --threads $(THREADS)
 
-test: services
+test: services migrate
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -20,6 +20,10 @@ key                            type    holds
 ``cbw:{default}:status``       stream  status updates for the database, many per entry (JSON array);
                                        read by the status writer's group ``writers``. Same hash tag,
                                        so the leader's settle script writes them atomically with acks.
+``cbw:{default}:status:bad``   stream  malformed status entries the writer set aside: ``u`` as received,
+                                       ``error``, ``id`` (the source entry id); capped (MAXLEN ~).
+``cbw:{default}:writer``       string  the status writer lease: its token (PX = lease TTL).
+``cbw:{default}:writer:vote``  string  debounces the watchdogs' "start a status writer" message.
 ``cbw:dramatiq:*``             various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
 =============================  ======  ==========================================================
 """
@@ -82,6 +86,18 @@ class Keys:
     @property
     def status_updates(self) -> str:
         return f"{self._tag}:status"
+
+    @property
+    def status_bad(self) -> str:
+        return f"{self._tag}:status:bad"
+
+    @property
+    def status_lease(self) -> str:
+        return f"{self._tag}:writer"
+
+    @property
+    def status_election(self) -> str:
+        return f"{self._tag}:writer:vote"
 
     @property
     def dramatiq_namespace(self) -> str:

@@ -41,6 +41,12 @@ LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 PACE_WAIT = Counter("cbw_pacing_wait_seconds", "Time the leader waited for global start slots.", ["namespace"])
+STATUS_UPDATES = Counter("cbw_status_updates", "Status updates applied by the status writer.", ["namespace"])
+STATUS_STATEMENTS = Counter("cbw_status_statements", "SQL statements the status writer executed.", ["namespace"])
+STATUS_FLUSH = Histogram(
+    "cbw_status_flush_seconds", "One status writer flush: merge, SQL and ack.", ["namespace"], buckets=DURATION_BUCKETS
+)
+STATUS_ERRORS = Counter("cbw_status_errors", "Status writer turns that failed (database or Redis).", ["namespace"])
 
 
 def _queue_gauge(name: str, documentation: str) -> Gauge:

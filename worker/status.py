@@ -20,7 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
+
+    from .keys import Keys
 
 TABLES = ("callbacks", "callback_attempts", "image_edit_tasks")
 CALLBACK_STATES = ("queued", "sending", "retrying", "delivered", "dead")
@@ -112,3 +117,17 @@ def callback_attempted(
         StatusUpdate("callbacks", callback_id, at, row),
         StatusUpdate("callback_attempts", f"{callback_id}:{attempt}", at, attempt_row),
     ]
+
+
+def record_status(updates: Iterable[StatusUpdate], client: redis.Redis, keys: Keys) -> str | None:
+    """Append ``updates`` to the status stream as ONE entry; returns its id (``None`` if there were none).
+
+    For callers outside the leader's settle script (immediate delivery, tools).
+    A retried XADD may record the same updates twice, which the writer's merge
+    rules make harmless. Raises ``redis.RedisError`` when Redis does not take it.
+    """
+    batch = list(updates)
+    if not batch:
+        return None
+    entry_id = client.xadd(keys.status_updates, {"u": encode(batch)})
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

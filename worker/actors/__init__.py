@@ -16,7 +16,7 @@ from ..errors import SettingsError  # noqa: E402
 from ..settings import Settings  # noqa: E402
 from .broker import build_broker  # noqa: E402
 from .leader import declare as declare_leader  # noqa: E402
-from .watch import LeaderWatch  # noqa: E402
+from .status_writer import declare as declare_status_writer  # noqa: E402
 
 try:
     settings = Settings.from_env()
@@ -26,7 +26,7 @@ except SettingsError as error:
 
 logging.getLogger("worker").setLevel(logging.INFO)
 broker = build_broker(settings)
-_watch = next(m for m in broker.middleware if isinstance(m, LeaderWatch))
-lead_callbacks = declare_leader(broker, settings, _watch)
+lead_callbacks = declare_leader(broker, settings)
+write_statuses = declare_status_writer(broker, settings)
 
-__all__ = ["broker", "lead_callbacks", "settings"]
+__all__ = ["broker", "lead_callbacks", "settings", "write_statuses"]

@@ -10,7 +10,6 @@ from dramatiq.middleware import AsyncIO
 from ..keys import Keys
 from ..settings import Settings
 from .metrics import DramatiqMetrics
-from .watch import LeaderWatch
 
 
 class DaemonAsyncIO(AsyncIO):
@@ -31,11 +30,10 @@ class DaemonAsyncIO(AsyncIO):
 
 
 def build_broker(settings: Settings) -> RedisBroker:
-    """A Redis broker under the namespace's own key prefix, with async actors and the leader watch."""
+    """A Redis broker under the namespace's own key prefix, with async actors and message metrics."""
     keys = Keys(settings.namespace, settings.queue)
     broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(DaemonAsyncIO())
     broker.add_middleware(DramatiqMetrics())
-    broker.add_middleware(LeaderWatch(settings))
     dramatiq.set_broker(broker)
     return broker

@@ -1,9 +1,11 @@
-"""Keeps a leader alive without cron: every worker process watches the lease.
+"""Keeps a lease-holding actor alive without cron: every worker process watches the lease.
 
-When the lease is free (a leader was killed, or none ever started), the first
-process to notice sends one ``lead_callbacks`` message, debounced by the
-``election`` key. The leader actor itself also re-sends its message when it
-ends for any reason but shutdown.
+Two actors hold a lease for as long as they run: the leader (``lead_callbacks``)
+and the status writer (``write_statuses``). For each, every worker process
+runs a :class:`LeaseWatch` thread: when the lease is free (its holder was
+killed, or none ever started), the first process to notice sends one message
+to the actor, debounced by an election key. The actors also re-send their own
+message when they end for any reason but shutdown.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import threading
 import redis
 from dramatiq import Broker, Middleware, Worker
 
-from ..keys import Keys
 from ..redis_client import sync_client
 from ..settings import Settings
 
@@ -24,18 +25,20 @@ log = logging.getLogger(__name__)
 LEADER_ACTOR = "lead_callbacks"
 
 
-class LeaderWatch(Middleware):
-    """Dramatiq middleware: a thread per worker process that starts a leader when there is none."""
+class LeaseWatch(Middleware):
+    """Dramatiq middleware: a thread per worker process that sends ``actor`` when ``lease_key`` is free."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, actor: str, lease_key: str, election_key: str) -> None:
         self.settings = settings
-        self.keys = Keys(settings.namespace, settings.queue)
+        self.actor = actor
+        self.lease_key = lease_key
+        self.election_key = election_key
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self.stopping.clear()
-        self._thread = threading.Thread(target=self._watch, args=(broker,), name="leader-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, args=(broker,), name=f"watch-{self.actor}", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
@@ -48,16 +51,16 @@ class LeaderWatch(Middleware):
             try:
                 self.check(client, broker)
             except redis.RedisError as e:
-                log.warning("leader watch: Redis unavailable (%s); will look again", e)
+                log.warning("%s watch: Redis unavailable (%s); will look again", self.actor, e)
         client.close()
 
     def check(self, client: redis.Redis, broker: Broker) -> bool:
-        """Send a leader message if the lease is free and no other process just did; returns whether it sent."""
-        if client.exists(self.keys.lease):
+        """Send the actor's message if its lease is free and no other process just did; returns whether it sent."""
+        if client.exists(self.lease_key):
             return False
         ttl_ms = int(self.settings.lease_ttl * 1000)
-        if not client.set(self.keys.election, str(os.getpid()), nx=True, px=ttl_ms):
+        if not client.set(self.election_key, str(os.getpid()), nx=True, px=ttl_ms):
             return False
-        broker.get_actor(LEADER_ACTOR).send()
-        log.info("no leader for %s: sent %s", self.keys.stream, LEADER_ACTOR)
+        broker.get_actor(self.actor).send()
+        log.info("%s is free: sent %s", self.lease_key, self.actor)
         return True

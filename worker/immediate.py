@@ -1,0 +1,172 @@
+"""Immediate delivery: POST one callback now, without the stream (the old system's non-batched path).
+
+For a deployment that delivers directly, and as the fallback when enqueueing
+fails. It is the leader's delivery without the queue: the same
+:class:`~worker.delivery.sender.Sender` (Standard Webhooks signature, SSRF
+guard, no redirects, bounded time and response size), the same URL and
+payload checks as the producer, the same :func:`~worker.delivery.policy.decide`
+and the same status updates. Those go to the status stream; if Redis is down
+too (the usual reason enqueueing failed) and a :class:`StatusStore` is given,
+straight into the database. Deliveries here are not paced: a burst belongs in
+the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import status
+from .delivery.policy import Action, decide, parse_retry_after
+from .delivery.sender import Sender
+from .delivery.signing import SigningKeys
+from .delivery.targets import check_callback_url
+from .keys import Keys
+from .producer import encode_payload, new_callback_id
+from .settings import Settings
+from .status import StatusUpdate
+from .storage.apply import StatusStore
+from .storage.merge import merge
+from .streams.entry import CallbackEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImmediateResult:
+    """How an immediate delivery ended.
+
+    ``state`` is ``delivered``, ``dead`` or ``retrying`` (the policy wants
+    another attempt after ``retry_in`` seconds, later than this call waits).
+    ``recorded`` says where its status updates went: ``stream``, ``database``
+    or ``nowhere`` (both were unavailable; the delivery itself still happened).
+    """
+
+    callback_id: str
+    state: str
+    attempts: int
+    status_code: int | None
+    error: str | None
+    retry_in: float | None
+    recorded: str
+
+
+class StatusRecorder:
+    """Records status updates: to the status stream, else (if it has one) through a store into the database."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, store: StatusStore | None = None) -> None:
+        self.client = client
+        self.keys = keys
+        self.store = store
+        self.outcome = "stream"
+
+    def record(self, updates: list[StatusUpdate]) -> None:
+        """Record ``updates``; remembers the worst place they ended up in :attr:`outcome`."""
+        try:
+            status.record_status(updates, self.client, self.keys)
+            return
+        except (redis.RedisError, OSError) as e:
+            log.warning("status stream unavailable (%s); %d updates go to the database", e, len(updates))
+        try:
+            if self.store is None:
+                raise RuntimeError("no database store given")
+            self.store.apply(merge(updates))
+            self.outcome = "database" if self.outcome == "stream" else self.outcome
+        except (SQLAlchemyError, RuntimeError) as e:
+            log.error("status updates of an immediate delivery lost (%s): %s", e, [u.as_json() for u in updates])
+            self.outcome = "nowhere"
+
+
+async def deliver(
+    settings: Settings,
+    url: str,
+    payload: Any,
+    recorder: StatusRecorder,
+    *,
+    task_id: str | None = None,
+    callback_id: str | None = None,
+    attempts: int = 1,
+    max_wait: float = 10.0,
+) -> ImmediateResult:
+    """Deliver one callback now, making up to ``attempts`` attempts while each retry is due within ``max_wait`` s.
+
+    Raises :class:`~worker.errors.InvalidCallback` (a ``ValueError``) for a bad
+    URL or payload before anything is sent or recorded.
+    """
+    checked_url = check_callback_url(url, allow_private=settings.allow_private)
+    body = encode_payload(payload, settings.max_payload_bytes)
+    now = _ms()
+    entry = CallbackEntry(callback_id or new_callback_id(), checked_url, body, task_id, 0, now, now)
+    pending = [status.callback_queued(entry.callback_id, entry.url, task_id, now)]
+    sender = Sender(settings, SigningKeys(settings.signing_secret, settings.signing_secrets))
+    try:
+        while True:
+            attempt = entry.attempts + 1
+            recorder.record([*pending, status.callback_sending(entry.callback_id, attempt, _ms())])
+            result = await sender.send(entry)
+            decision = decide(
+                status=result.status,
+                error=result.error,
+                attempts_made=attempt,
+                max_attempts=settings.max_attempts,
+                schedule=settings.retry_schedule,
+                retry_after=parse_retry_after(result.retry_after, time.time()),
+                retry_after_max=settings.retry_after_max,
+            )
+            now = _ms()
+            retrying = decision.action is Action.RETRY
+            error = None if decision.action is Action.DONE else f"{decision.reason}: {result.detail}"[:500]
+            pending = status.callback_attempted(
+                entry.callback_id,
+                attempt=attempt,
+                state=decision.action.value,
+                status_code=result.status,
+                error=error,
+                started_at=int(result.started_at * 1000),
+                duration_ms=result.duration * 1000,
+                outcome=decision.action.value,
+                next_attempt_at=now + int(decision.delay * 1000) if retrying else None,
+                at=now,
+            )
+            if not retrying or attempt >= attempts or decision.delay > max_wait:
+                recorder.record(pending)
+                delay = decision.delay if retrying else None
+                state = decision.action.value
+                return ImmediateResult(entry.callback_id, state, attempt, result.status, error, delay, recorder.outcome)
+            await asyncio.sleep(decision.delay)
+            entry = entry.next_attempt()
+    finally:
+        await sender.close()
+
+
+def deliver_now(
+    settings: Settings,
+    url: str,
+    payload: Any,
+    *,
+    client: redis.Redis,
+    store: StatusStore | None = None,
+    task_id: str | None = None,
+    attempts: int = 1,
+    max_wait: float = 10.0,
+) -> ImmediateResult:
+    """Blocking form of :func:`deliver`: runs on its own event loop (in a helper thread if this thread has one)."""
+    recorder = StatusRecorder(client, Keys(settings.namespace, settings.queue), store)
+    run = deliver(settings, url, payload, recorder, task_id=task_id, attempts=attempts, max_wait=max_wait)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="immediate-delivery") as pool:
+        return pool.submit(asyncio.run, run).result()
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,118 @@
+"""Running the status writer: one lease-holding writer per queue, wired to its connections.
+
+Why one writer and not one per process in the same consumer group: "last
+write wins" means stream order, and consumers of one group each get a slice
+of the stream and commit in whatever order they finish — a ``sending`` could
+land after the ``retrying`` that followed it. A single writer commits in stream
+order, and at 1,000 rows per statement it has room to spare. The lease is
+short (``CALLBACK_LEASE_TTL``) and every worker process watches it (see
+``worker.actors.status_writer``), so a dead writer is replaced within seconds;
+its successor first claims whatever it left pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+import redis
+from redis.exceptions import LockError, RedisError
+
+from ..keys import Keys
+from ..redis_client import sync_client
+from ..settings import Settings
+from .apply import StatusStore
+from .engine import make_engine
+from .writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+class WriterLease:
+    """The status writer lease (a redis-py lock under a private token), renewed every third of its TTL."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, ttl: float) -> None:
+        self.ttl = ttl
+        token = secrets.token_hex(8)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{token}"
+        self._lock = client.lock(keys.status_lease, timeout=ttl, blocking=False, thread_local=False)
+        self._renewed = 0.0
+
+    def acquire(self) -> bool:
+        """Take the lease if it is free."""
+        if self._lock.acquire(blocking=False, token=self.holder):
+            self._renewed = time.monotonic()
+            return True
+        return False
+
+    def keep(self) -> bool:
+        """Renew when due; ``False`` once another writer may hold it (lost, or unrenewed for a whole TTL)."""
+        now = time.monotonic()
+        if now - self._renewed < self.ttl / 3:
+            return True
+        try:
+            self._lock.reacquire()
+        except LockError:
+            log.warning("status writer %s lost its lease", self.holder)
+            return False
+        except RedisError as e:
+            log.warning("status writer lease renewal failed: %s", e)
+            return now - self._renewed < self.ttl
+        self._renewed = now
+        return True
+
+    def release(self) -> None:
+        """Give the lease up so a successor can start at once."""
+        try:
+            self._lock.release()
+        except (LockError, RedisError) as e:
+            log.info("status writer lease not released: %s", e)
+
+
+def run_status_writer(
+    settings: Settings, *, should_stop: Callable[[], bool] = lambda: False, burst: bool = False
+) -> str:
+    """Write statuses for the settings' queue while holding the lease.
+
+    Returns ``"not_writer"`` (another writer holds the lease), ``"unavailable"``
+    (Redis did not answer), ``"stopped"``, ``"lost"`` or, with ``burst``, ``"idle"``.
+    """
+    keys = Keys(settings.namespace, settings.queue)
+    client = sync_client(settings.redis_url, retries=0)
+    lease = WriterLease(client, keys, settings.lease_ttl)
+    try:
+        if not lease.acquire():
+            client.close()
+            return "not_writer"
+    except RedisError as e:
+        log.warning("status writer: Redis unavailable (%s)", e)
+        client.close()
+        return "unavailable"
+    outcome = "failed"
+    engine = make_engine(settings.database_url)
+    store = StatusStore(engine)
+    try:
+        writer = StatusWriter(
+            client,
+            store,
+            keys,
+            consumer=lease.holder,
+            flush_interval=settings.status_flush_interval,
+            flush_size=settings.status_flush_size,
+            claim_idle=max(5.0, 2 * settings.lease_ttl),
+            idle_block=min(1.0, settings.lease_ttl / 4),
+        )
+        log.info("writing statuses of %s as %s", keys.status_updates, lease.holder)
+        outcome = writer.run(should_stop, keep_lease=lease.keep, burst=burst)
+        return outcome
+    finally:
+        store.close()
+        engine.dispose()
+        if outcome != "lost":
+            lease.release()
+        client.close()
+        log.info("status writer %s ended: %s", lease.holder, outcome)

@@ -1,0 +1,304 @@
+"""The status writer: reads the status stream through a consumer group and keeps the database current.
+
+A flush merges the buffered entries' updates, in stream order, into one change
+per row (:mod:`.merge`), applies them in one transaction (:mod:`.apply`), and
+only after the commit XACKs and XDELs the entries in one MULTI (with copies of
+malformed updates added to ``status:bad``). It happens at ``flush_size``
+updates, when the oldest has waited ``flush_interval``, or on :meth:`~StatusWriter.flush`.
+
+Failures, and why nothing is lost or wrongly re-applied:
+
+- database down or connection lost: the buffer is kept and the same flush is
+  retried with backoff; if the lost connection had committed, the retry applies
+  the same changes again, which the merge rules make a no-op;
+- crash after commit, before ack: the entries stay pending; the next writer
+  claims them (XAUTOCLAIM, cursor looped to ``0-0``) before reading new ones, so
+  they are re-applied in stream order onto a row that already has them: no-op;
+- Redis lost mid-read: entries may have been delivered to us but never
+  returned; after any Redis error the writer claims every pending entry it
+  does not hold before reading on;
+- one writer per queue at a time (a lease; see :mod:`.service`), because stream
+  order is what "last write wins" means, and parallel consumers would apply
+  entries out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import metrics
+from ..keys import STATUS_GROUP, Keys
+from .apply import IncompleteWrite, StatusStore
+from .entries import Entry, decode_entry, reason, text, write
+
+log = logging.getLogger(__name__)
+
+BAD_MAXLEN = 10_000
+READ_COUNT = 100  # entries per XREADGROUP
+MAX_BACKOFF = 5.0
+TRANSIENT = (SQLAlchemyError, IncompleteWrite)
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What one flush wrote: entries acked, updates applied, rows changed, updates set aside as bad."""
+
+    entries: int = 0
+    updates: int = 0
+    rows: int = 0
+    rejected: int = 0
+
+
+class StatusWriter:
+    """Coalesces the status stream of one queue into the database. One thread; see the module docstring."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: StatusStore,
+        keys: Keys,
+        *,
+        consumer: str,
+        flush_interval: float = 0.1,
+        flush_size: int = 500,
+        claim_idle: float = 30.0,
+        idle_block: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.keys = keys
+        self.consumer = consumer
+        self.flush_interval = flush_interval
+        self.flush_size = flush_size
+        self.claim_idle = claim_idle
+        self.idle_block = idle_block
+        self._buffer: dict[str, Entry] = {}
+        self._buffered_updates = 0
+        self._oldest: float | None = None
+        self._unacked: list[Entry] = []
+        self.failures = 0  # consecutive failed turns (Redis or database unavailable)
+        self.retries = 0  # failed turns since start
+        self._claim_all = True  # first thing: take over what dead predecessors left pending
+        self._next_claim = time.monotonic() + claim_idle / 2
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group from the stream's start, so updates written before it count."""
+        try:
+            self.client.xgroup_create(self.keys.status_updates, STATUS_GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def read(self, block: float) -> int:
+        """Read new entries (waiting up to ``block`` s for the first); returns how many arrived."""
+        room = min(self.flush_size - self._buffered_updates, READ_COUNT)  # an entry may carry many updates
+        if room <= 0:
+            return 0
+        try:
+            reply: Any = self.client.xreadgroup(
+                STATUS_GROUP,
+                self.consumer,
+                {self.keys.status_updates: ">"},
+                count=room,
+                block=max(1, int(block * 1000)),
+            )
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            self.ensure_group()  # the stream was deleted (ops reset): start over
+            return 0
+        except (redis.RedisError, OSError):
+            self._claim_all = True  # the server may have delivered entries we never saw
+            raise
+        return sum(self._accept(sid, fields) for _, messages in reply or [] for sid, fields in messages)
+
+    def reclaim(self, min_idle: float) -> int:
+        """Claim entries pending for ``min_idle`` s (any consumer, ourselves included) that we do not hold."""
+        held = set(self._buffer) | {entry.stream_id for entry in self._unacked}
+        cursor, claimed = "0-0", 0
+        while True:
+            reply: Any = self.client.xautoclaim(
+                self.keys.status_updates, STATUS_GROUP, self.consumer, int(min_idle * 1000), cursor, count=500
+            )
+            cursor = text(reply[0])
+            for sid, fields in reply[1]:
+                if text(sid) not in held and fields is not None:
+                    claimed += self._accept(sid, fields)
+            if cursor == "0-0":
+                break
+        if claimed:
+            log.info("status writer %s claimed %d pending entries", self.consumer, claimed)
+        return claimed
+
+    def forget_idle_consumers(self) -> None:
+        """Remove other consumers that hold nothing and have been idle for ``claim_idle`` (tidy XINFO)."""
+        for info in self.client.xinfo_consumers(self.keys.status_updates, STATUS_GROUP):
+            name = text(info["name"])
+            if name != self.consumer and int(info["pending"]) == 0 and int(info["idle"]) > self.claim_idle * 1000:
+                self.client.xgroup_delconsumer(self.keys.status_updates, STATUS_GROUP, name)
+
+    def _accept(self, sid: Any, fields: Any) -> int:
+        entry = decode_entry(text(sid), fields)
+        if entry.stream_id in self._buffer:
+            return 0
+        self._buffer[entry.stream_id] = entry
+        self._buffered_updates += max(1, len(entry.updates))
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        return 1
+
+    @property
+    def buffered(self) -> int:
+        """Updates waiting for the next flush."""
+        return self._buffered_updates
+
+    @property
+    def due(self) -> bool:
+        """Whether the buffer should be flushed now (size reached or the oldest waited long enough)."""
+        if not self._buffer:
+            return False
+        waited = time.monotonic() - (self._oldest or 0.0)
+        return self._buffered_updates >= self.flush_size or waited >= self.flush_interval
+
+    # -- flush ----------------------------------------------------------------------------------
+
+    def flush(self) -> FlushResult:
+        """Apply everything buffered in one transaction, then ack it. Database errors propagate, buffer kept."""
+        self.ack_unacked()
+        if not self._buffer:
+            return FlushResult()
+        started, statements = time.perf_counter(), self.store.statements
+        entries = sorted(self._buffer.values(), key=lambda entry: entry.order)
+        rows = write(self.store, entries)
+        self._buffer, self._buffered_updates, self._oldest = {}, 0, None
+        self._unacked.extend(entries)
+        updates = sum(len(entry.updates) for entry in entries)
+        rejected = sum(len(entry.rejected) for entry in entries)
+        self.ack_unacked()
+        namespace = self.keys.namespace
+        metrics.STATUS_UPDATES.labels(namespace).inc(updates)
+        metrics.STATUS_STATEMENTS.labels(namespace).inc(self.store.statements - statements)
+        metrics.STATUS_FLUSH.labels(namespace).observe(time.perf_counter() - started)
+        return FlushResult(len(entries), updates, rows, rejected)
+
+    def ack_unacked(self) -> None:
+        """XACK + XDEL applied entries (and set bad updates aside) in one MULTI; kept for later on failure."""
+        if not self._unacked:
+            return
+        entries = self._unacked
+        ids = [entry.stream_id for entry in entries]
+        pipe = self.client.pipeline(transaction=True)
+        for entry in entries:
+            if entry.rejected:
+                pipe.xadd(self.keys.status_bad, entry.bad_record(), maxlen=BAD_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        pipe.xack(self.keys.status_updates, STATUS_GROUP, *ids)
+        pipe.xdel(self.keys.status_updates, *ids)
+        try:
+            replies = pipe.execute()
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            log.warning(
+                "status stream %s was deleted; %d applied entries need no ack", self.keys.status_updates, len(ids)
+            )
+            self._unacked, self._claim_all = [], True
+            return
+        self._unacked = []
+        acked = int(replies[-2])
+        if acked < len(ids):
+            log.warning(
+                "status writer %s: %d of %d entries were no longer ours", self.consumer, len(ids) - acked, len(ids)
+            )
+        for entry in (entry for entry in entries if entry.rejected):
+            why = entry.rejected[0][1]
+            log.warning("status entry %s: %d updates set aside: %s", entry.stream_id, len(entry.rejected), why)
+
+    def abandon(self) -> None:
+        """Drop the buffer without acking (another writer took over; it claims the entries)."""
+        self._buffer, self._buffered_updates, self._oldest = {}, 0, None
+        self._unacked = []
+
+    # -- loop -----------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One turn of the loop: ack leftovers, claim, read, flush if due. Returns entries read."""
+        self.ack_unacked()
+        if self._claim_all:
+            self.ensure_group()
+            self.reclaim(0)
+            self.forget_idle_consumers()
+            self._claim_all = False
+        elif time.monotonic() >= self._next_claim:
+            self.reclaim(self.claim_idle)
+            self._next_claim = time.monotonic() + self.claim_idle / 2
+        block = self.idle_block  # short enough to renew the lease and notice a stop in time
+        if self._oldest is not None:
+            block = min(block, max(0.001, self._oldest + self.flush_interval - time.monotonic()))
+        got = self.read(block)
+        if self.due:
+            self.flush()
+        return got
+
+    def run(
+        self,
+        should_stop: Callable[[], bool] = lambda: False,
+        *,
+        keep_lease: Callable[[], bool] = lambda: True,
+        burst: bool = False,
+    ) -> str:
+        """Write until stopped (``"stopped"``), the lease is lost (``"lost"``) or, in burst mode, idle (``"idle"``)."""
+        while True:
+            if not keep_lease():
+                self.abandon()
+                return "lost"
+            if should_stop():
+                self._finish()
+                return "stopped"
+            try:
+                got = self.step()
+                self.failures = 0
+            except (redis.RedisError, OSError, *TRANSIENT) as e:
+                if isinstance(e, ResponseError) and "NOGROUP" in str(e):
+                    self._claim_all = True  # the stream was deleted: recreate the group next turn
+                self.failures += 1
+                self.retries += 1
+                metrics.STATUS_ERRORS.labels(self.keys.namespace).inc()
+                delay = min(MAX_BACKOFF, 0.05 * 2 ** min(self.failures, 7))
+                log.warning("status writer: %s (%s); retrying in %.2fs", type(e).__name__, reason(e), delay)
+                _sleep(delay, lambda: should_stop() or not keep_lease())
+                continue
+            if burst and not got:  # nothing new: flush what is left now and finish
+                try:
+                    self.flush()
+                except (redis.RedisError, OSError, *TRANSIENT):
+                    continue
+                if not self._buffer and not self._unacked:
+                    return "idle"
+
+    def _finish(self, attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                self.flush()
+                return
+            except (redis.RedisError, OSError, *TRANSIENT) as e:
+                log.warning(
+                    "status writer stopping: flush failed (%s), %d tries left", reason(e), attempts - attempt - 1
+                )
+                time.sleep(0.2 * (attempt + 1))
+        log.warning("status writer stopping with %d updates unflushed; the next writer claims them", self.buffered)
+
+
+def _sleep(seconds: float, interrupted: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not interrupted() and time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
