@@ -108,6 +108,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CALLBACK_MAX_RESPONSE_BYTES", "0", "max_response_bytes", 0),
     ("METRICS_PORT", "0", "metrics_port", 0),
     ("METRICS_PORT", "65535", "metrics_port", 65535),
+    ("CALLBACK_IMMEDIATE", "yes", "immediate", True),
     ("CALLBACK_STATUS_FLUSH_INTERVAL", "0.25", "status_flush_interval", 0.25),
     ("CALLBACK_STATUS_FLUSH_SIZE", "2000", "status_flush_size", 2000),
     ("IMAGE_STAGES", "validate, model ,resize,format", "image_stages", ("validate", "model", "resize", "format")),

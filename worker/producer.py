@@ -116,6 +116,18 @@ class CallbackProducer:
         ENQUEUED.labels(self._settings.namespace).inc(len(entries))
         return [entry.callback_id for entry in entries]
 
+    def schedule(self, entry: CallbackEntry, delay: float) -> None:
+        """Put a callback that was already attempted elsewhere into the delayed set, due in ``delay`` seconds.
+
+        The leader picks it up when due and goes on with its attempt count and
+        ``webhook-id`` (immediate delivery hands over its retries this way).
+        """
+        due_ms = int((time.time() + delay) * 1000)
+        try:
+            self._client.zadd(self._keys.delayed, {entry.member(): due_ms})
+        except redis.RedisError as e:
+            raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the retry: {e}") from e
+
     def close(self) -> None:
         """Close the Redis connections."""
         self._client.close()

@@ -55,6 +55,7 @@ class Settings:
     signing_secret: str = field(default="", repr=False)
     signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     allow_private: bool = False
+    immediate: bool = False
     max_payload_bytes: int = 1024 * 1024
     max_response_bytes: int = 64 * 1024
     metrics_port: int = 9191
@@ -323,6 +324,7 @@ VARIABLES: tuple[Variable, ...] = (
         secret=True,
     ),
     Variable("CALLBACK_ALLOW_PRIVATE", "allow_private", _bool, "1/0, true/false, yes/no, on/off"),
+    Variable("CALLBACK_IMMEDIATE", "immediate", _bool, "1/0, true/false, yes/no, on/off"),
     Variable(
         "CALLBACK_MAX_PAYLOAD_BYTES", "max_payload_bytes", _number(int, low=1, high=64 * 1024 * 1024), "bytes <= 64 MiB"
     ),

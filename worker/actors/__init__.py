@@ -15,6 +15,7 @@ use_multiprocess_dir()  # before anything imports prometheus_client
 from ..errors import SettingsError  # noqa: E402
 from ..settings import Settings  # noqa: E402
 from .broker import build_broker  # noqa: E402
+from .images import declare as declare_images  # noqa: E402
 from .leader import declare as declare_leader  # noqa: E402
 from .status_writer import declare as declare_status_writer  # noqa: E402
 
@@ -25,8 +26,9 @@ except SettingsError as error:
     raise SystemExit(2) from error
 
 logging.getLogger("worker").setLevel(logging.INFO)
-broker = build_broker(settings)
-lead_callbacks = declare_leader(broker, settings)
-write_statuses = declare_status_writer(broker, settings)
+broker, watch = build_broker(settings)
+lead_callbacks = declare_leader(broker, settings, watch)
+write_statuses = declare_status_writer(broker, settings, watch)
+process_image_edit_task = declare_images(broker, settings)
 
-__all__ = ["broker", "lead_callbacks", "settings", "write_statuses"]
+__all__ = ["broker", "lead_callbacks", "process_image_edit_task", "settings", "write_statuses"]

@@ -10,6 +10,7 @@ from dramatiq.middleware import AsyncIO
 from ..keys import Keys
 from ..settings import Settings
 from .metrics import DramatiqMetrics
+from .watch import LeaseWatch
 
 
 class DaemonAsyncIO(AsyncIO):
@@ -29,11 +30,13 @@ class DaemonAsyncIO(AsyncIO):
         set_event_loop_thread(thread)
 
 
-def build_broker(settings: Settings) -> RedisBroker:
-    """A Redis broker under the namespace's own key prefix, with async actors and message metrics."""
+def build_broker(settings: Settings) -> tuple[RedisBroker, LeaseWatch]:
+    """A Redis broker under the namespace's own key prefix, with async actors, message metrics and a lease watch."""
     keys = Keys(settings.namespace, settings.queue)
     broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(DaemonAsyncIO())
     broker.add_middleware(DramatiqMetrics())
+    watch = LeaseWatch(settings)
+    broker.add_middleware(watch)
     dramatiq.set_broker(broker)
-    return broker
+    return broker, watch

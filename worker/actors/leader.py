@@ -17,11 +17,10 @@ log = logging.getLogger(__name__)
 FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # leads until shutdown; the TimeLimit middleware must not cut it
 
 
-def declare(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor:  # type: ignore[type-arg]
-    """Add a :class:`LeaseWatch` for the leader lease to ``broker`` and declare ``lead_callbacks`` on it."""
+def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
+    """Declare ``lead_callbacks`` on ``broker``, kept alive by ``watch``."""
     keys = Keys(settings.namespace, settings.queue)
-    watch = LeaseWatch(settings, actor=LEADER_ACTOR, lease_key=keys.lease, election_key=keys.election)
-    broker.add_middleware(watch)
+    watch.watch(LEADER_ACTOR, lease_key=keys.lease, election_key=keys.election)
 
     async def lead_callbacks() -> str:
         """Lead the callback queue until shutdown or deposition; hand over if it ends early."""

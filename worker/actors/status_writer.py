@@ -8,7 +8,7 @@ process to notice sends one ``write_statuses`` message, debounced by the
 ``writer:vote`` key (see :mod:`worker.actors.watch`). Wiring, in ``worker/actors/__init__.py``::
 
     from .status_writer import declare as declare_status_writer
-    write_statuses = declare_status_writer(broker, settings)
+    write_statuses = declare_status_writer(broker, settings, watch)
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ STATUS_QUEUE = "status"
 FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # writes until shutdown; the TimeLimit middleware must not cut it
 
 
-def declare(broker: Broker, settings: Settings) -> dramatiq.Actor:  # type: ignore[type-arg]
-    """Add a :class:`LeaseWatch` for the writer lease to ``broker`` and declare ``write_statuses`` on it."""
+def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
+    """Declare ``write_statuses`` on ``broker``, kept alive by ``watch``."""
     keys = Keys(settings.namespace, settings.queue)
-    watch = LeaseWatch(
-        settings, actor=STATUS_WRITER_ACTOR, lease_key=keys.status_lease, election_key=keys.status_election
-    )
-    broker.add_middleware(watch)
+    watch.watch(STATUS_WRITER_ACTOR, lease_key=keys.status_lease, election_key=keys.status_election)
 
     def write_statuses() -> str:
         """Write status updates to the database until shutdown or until the lease is lost."""

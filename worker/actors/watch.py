@@ -2,7 +2,7 @@
 
 Two actors hold a lease for as long as they run: the leader (``lead_callbacks``)
 and the status writer (``write_statuses``). For each, every worker process
-runs a :class:`LeaseWatch` thread: when the lease is free (its holder was
+runs one :class:`LeaseWatch` thread: when a lease is free (its holder was
 killed, or none ever started), the first process to notice sends one message
 to the actor, debounced by an election key. The actors also re-send their own
 message when they end for any reason but shutdown.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 import redis
 from dramatiq import Broker, Middleware, Worker
@@ -25,20 +26,31 @@ log = logging.getLogger(__name__)
 LEADER_ACTOR = "lead_callbacks"
 
 
-class LeaseWatch(Middleware):
-    """Dramatiq middleware: a thread per worker process that sends ``actor`` when ``lease_key`` is free."""
+@dataclass(frozen=True)
+class WatchedLease:
+    """An actor that runs while it holds ``lease_key``; ``election_key`` debounces starting it."""
 
-    def __init__(self, settings: Settings, *, actor: str, lease_key: str, election_key: str) -> None:
+    actor: str
+    lease_key: str
+    election_key: str
+
+
+class LeaseWatch(Middleware):
+    """Dramatiq middleware: a thread per worker process that sends each watched actor when its lease is free."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.actor = actor
-        self.lease_key = lease_key
-        self.election_key = election_key
+        self.leases: list[WatchedLease] = []
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def watch(self, actor: str, *, lease_key: str, election_key: str) -> None:
+        """Keep ``actor`` running: send it whenever ``lease_key`` is free."""
+        self.leases.append(WatchedLease(actor, lease_key, election_key))
+
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self.stopping.clear()
-        self._thread = threading.Thread(target=self._watch, args=(broker,), name=f"watch-{self.actor}", daemon=True)
+        self._thread = threading.Thread(target=self._watch, args=(broker,), name="lease-watch", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
@@ -48,19 +60,20 @@ class LeaseWatch(Middleware):
         client = sync_client(self.settings.redis_url, retries=0)
         period = min(1.0, self.settings.lease_ttl / 4)
         while not self.stopping.wait(period):
-            try:
-                self.check(client, broker)
-            except redis.RedisError as e:
-                log.warning("%s watch: Redis unavailable (%s); will look again", self.actor, e)
+            for lease in self.leases:
+                try:
+                    self.check(client, broker, lease)
+                except redis.RedisError as e:
+                    log.warning("%s watch: Redis unavailable (%s); will look again", lease.actor, e)
         client.close()
 
-    def check(self, client: redis.Redis, broker: Broker) -> bool:
+    def check(self, client: redis.Redis, broker: Broker, lease: WatchedLease) -> bool:
         """Send the actor's message if its lease is free and no other process just did; returns whether it sent."""
-        if client.exists(self.lease_key):
+        if client.exists(lease.lease_key):
             return False
         ttl_ms = int(self.settings.lease_ttl * 1000)
-        if not client.set(self.election_key, str(os.getpid()), nx=True, px=ttl_ms):
+        if not client.set(lease.election_key, str(os.getpid()), nx=True, px=ttl_ms):
             return False
-        broker.get_actor(self.actor).send()
-        log.info("%s is free: sent %s", self.lease_key, self.actor)
+        broker.get_actor(lease.actor).send()
+        log.info("%s is free: sent %s", lease.lease_key, lease.actor)
         return True

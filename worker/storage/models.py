@@ -109,6 +109,8 @@ class ImageEditTask(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued", info={"choices": TASK_STATES})
     stage: Mapped[str | None] = mapped_column(String(64))
     timings: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    stages: Mapped[Any] = mapped_column(JSONDocument, nullable=True)  # stage names; none: IMAGE_STAGES
+    params: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
     input_path: Mapped[str | None] = mapped_column(Text)
     result_path: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
