@@ -16,11 +16,11 @@ from contextlib import ExitStack
 
 from worker.receiver import Receiver
 
-from . import details, enqueue_rate, latency, pacing
+from . import details, enqueue_rate, latency, pacing, status_bench
 from .figures import Figures, rows
 from .harness import ROOT, SECRET, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
 from .profiles import PACED, UNPACED
-from .report import markdown, text_table
+from .report import markdown, markdown_table, text_table
 from .throughput import ThroughputBench, ThroughputResult, ours, plain_dramatiq, raw_aiohttp
 
 RUN_TIMEOUT = 30.0  # seconds one throughput or burst run may take before it counts as short
@@ -82,6 +82,15 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
     return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.settings, load)
 
 
+def status_writer_section() -> tuple[str, str]:
+    """The status writer's figures (``bench.status_bench``) as a report section."""
+    lines = [
+        [row["metric"], f"{row['ours']:g}", f"{row['baseline']:g}", f"{row['ratio']:g}x", row["target"]]
+        for row in status_bench.run()
+    ]
+    return "Status writer", markdown_table(["metric", "ours", "one statement per update", "ratio", "target"], lines)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (the defaults are what ``make bench`` runs)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -101,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(args, step)
     table = rows(figures)
     print(text_table(table))
+    step("status writer: 10,000 updates at 1,000/s, and 1,000-row flushes (PostgreSQL)")
+    writer = status_writer_section()
+    print(writer[1])
     if args.output != "-":
         preamble = [
             f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` (`python -m bench`), "
@@ -108,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Machine: {details.machine()}.",
         ]
-        extra = details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)
+        extra = [writer, *details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)]
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(markdown("Benchmarks", preamble, table, extra))
         step(f"wrote {args.output}")
