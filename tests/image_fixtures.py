@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageCms, ImageOps
 
+from worker.receiver import BackgroundServer
+
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)
 
@@ -166,8 +168,7 @@ class ModelServer:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     def url(self, path: str) -> str:
         """The full URL of ``path``."""
@@ -232,34 +233,19 @@ class ModelServer:
             pass  # the client hung up, as it should
         return response
 
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/{tail:.*}", self._handle)
+        return app
+
     def start(self) -> ModelServer:
         """Serve in a daemon thread; returns once listening."""
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="model-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("model server did not start")
+        self._server = BackgroundServer(self.app, "model-server")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and join the thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()

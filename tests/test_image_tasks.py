@@ -17,6 +17,7 @@ from image_fixtures import jpeg, png_rgba
 from PIL import Image
 from sqlalchemy import insert, select
 
+from worker import status
 from worker.keys import Keys
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
@@ -44,10 +45,10 @@ def runner(make_settings, media, redis_url):
 
 def task_updates(rclient, keys: Keys, task_id: str) -> list[dict]:
     return [
-        u["fields"]
+        u.fields
         for _, fields in rclient.xrange(keys.status_updates)
-        for u in json.loads(fields["u"])
-        if u["table"] == "image_edit_tasks" and u["key"] == task_id
+        for u in status.decode(fields["u"])
+        if u.table == "image_edit_tasks" and u.key == task_id
     ]
 
 

@@ -59,38 +59,6 @@ def test_image_settings_defaults():
 
 
 @pytest.mark.parametrize(
-    ("name", "raw", "attr", "expected"),
-    [
-        ("IMAGE_STAGES", "validate, model ,resize,format", "image_stages", ("validate", "model", "resize", "format")),
-        ("IMAGE_SHORT_SIDE", "512", "image_short_side", 512),
-        ("IMAGE_MAX_PIXELS", "24000000", "image_max_pixels", 24_000_000),
-        ("IMAGE_MAX_BYTES", "1048576", "image_max_bytes", 1_048_576),
-        ("IMAGE_FORMATS", "jpg, png,gif,JPEG", "image_formats", ("JPEG", "PNG", "GIF")),
-        ("IMAGE_JPEG_QUALITY", "82", "image_jpeg_quality", 82),
-        (
-            "IMAGE_MODEL_URL",
-            "http://models.internal:8000/remove-bg",
-            "image_model_url",
-            "http://models.internal:8000/remove-bg",
-        ),
-        (
-            "IMAGE_MODEL_URL_PREFIXES",
-            "https://a.example/models/, http://10.0.0.5:9000/",
-            "image_model_url_prefixes",
-            ("https://a.example/models/", "http://10.0.0.5:9000/"),
-        ),
-        ("IMAGE_MODEL_TIMEOUT", "2.5", "image_model_timeout", 2.5),
-        ("IMAGE_MODEL_RETRIES", "0", "image_model_retries", 0),
-        ("IMAGE_MODEL_BACKOFF", "0", "image_model_backoff", 0.0),
-    ],
-)
-def test_image_settings_parse(name, raw, attr, expected):
-    value = getattr(load_settings(**{name: raw}), attr)
-    assert value == expected
-    assert type(value) is type(expected)
-
-
-@pytest.mark.parametrize(
     ("name", "raw", "why"),
     [
         ("IMAGE_STAGES", "validate,Resize", "lowercase"),

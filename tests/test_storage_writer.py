@@ -260,3 +260,26 @@ def test_a_flush_is_one_transaction(db_url):
             else:
                 connection.execute(text("ALTER TABLE callback_attempts DROP CONSTRAINT refuse_boom"))
         engine.dispose()
+
+
+def test_callbacks_enqueued_by_the_producer_appear_as_queued_rows(db_url, client, keys, make_settings):
+    from worker.producer import CallbackProducer
+
+    settings = make_settings(WORKER_NAMESPACE=keys.namespace)
+    ids = CallbackProducer(settings).enqueue_many(
+        [("https://example.com/hook", {"n": n}, f"task-{n}" if n % 2 else None) for n in range(50)]
+    )
+    writer = make_writer(client, db_url, keys, flush_size=500)
+    writer.ensure_group()
+    while writer.read(0.05):
+        writer.flush()
+    writer.flush()
+
+    engine = make_engine(db_url)
+    try:
+        stored = rows(engine, "callbacks")
+    finally:
+        engine.dispose()
+    assert sorted(stored) == sorted(ids)
+    assert all(row["status"] == "queued" and row["url"] == "https://example.com/hook" for row in stored.values())
+    assert stored[ids[1]]["task_id"] == "task-1" and stored[ids[0]]["task_id"] is None

@@ -98,8 +98,7 @@ class CallbackProducer:
                 raise type(e)(f"callback #{index}: {e}") from e
         if not entries:
             return []
-        queued = [status.callback_queued(e.callback_id, e.url, e.task_id, now_ms) for e in entries]
-        args: list[str | int] = [status.encode(queued)]
+        args: list[str | int] = [status.encode_queued(((e.callback_id, e.url, e.task_id) for e in entries), now_ms)]
         for entry in entries:
             fields = entry.fields()
             args.append(len(fields))

@@ -26,6 +26,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -55,9 +56,7 @@ class Receiver:
         self.counts: Counter[str] = Counter()
         self._attempts: Counter[tuple[str, str]] = Counter()
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
 
     @property
     def url(self) -> str:
@@ -130,35 +129,14 @@ class Receiver:
 
     def start(self, port: int = 0) -> Receiver:
         """Serve on 127.0.0.1 in a daemon thread; returns once it listens."""
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
-            loop.run_until_complete(site.start())
-            self._runner = runner
-            server = site._server
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="receiver", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("receiver did not start")
+        self._server = BackgroundServer(self.app, "receiver")
+        self.port = self._server.start(port)
         return self
 
     def stop(self) -> None:
         """Stop serving and join the thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -181,6 +159,46 @@ class Receiver:
                 return True
             time.sleep(0.02)
         return False
+
+
+class BackgroundServer:
+    """An aiohttp application served on 127.0.0.1 from a daemon thread with its own event loop."""
+
+    def __init__(self, app: Callable[[], web.Application], name: str) -> None:
+        self._app = app
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, port: int = 0) -> int:
+        """Start serving; returns the bound port once it listens."""
+        ready = threading.Event()
+        bound: list[int] = []
+
+        def serve() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.5)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
+            loop.run_until_complete(site.start())
+            bound.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name=self._name, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError(f"{self._name} did not start")
+        return bound[0]
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
 
 
 def main() -> None:

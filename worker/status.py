@@ -7,6 +7,9 @@ statements. One entry's field ``u`` holds a JSON array of updates::
 
     {"table": "callbacks", "key": "msg_...", "at": 1700000000123, "fields": {...}}
 
+or, for a batch of newly enqueued callbacks, the compact ``{"queued": [[id,
+url, task_id], ...], "at": ms}`` (see :func:`encode_queued`).
+
 ``table`` is one of ``callbacks``, ``callback_attempts``, ``image_edit_tasks``.
 ``key`` is the row's identity (callback id; task id; ``"<callback id>:<n>"`` for
 attempt ``n``). ``fields`` hold column values; times are epoch milliseconds.
@@ -51,6 +54,28 @@ def encode(updates: Iterable[StatusUpdate]) -> str:
     return json.dumps([u.as_json() for u in updates], separators=(",", ":"))
 
 
+def encode_queued(callbacks: Iterable[tuple[str, str, str | None]], at: int) -> str:
+    """The ``u`` field for a batch of newly queued callbacks ``(id, url, task_id)``, in the compact form.
+
+    One item ``{"queued": [[id, url, task_id], ...], "at": ms}`` instead of an
+    object per callback: the producer's hot path encodes a tenth of the JSON.
+    """
+    return json.dumps([{"queued": [list(c) for c in callbacks], "at": at}], separators=(",", ":"))
+
+
+def expand_queued(item: dict[str, Any]) -> list[StatusUpdate]:
+    """The updates a compact ``queued`` item stands for; raises ``ValueError`` if it is malformed."""
+    at, rows = item.get("at"), item.get("queued")
+    if isinstance(at, bool) or not isinstance(at, int) or not isinstance(rows, list):
+        raise ValueError("a 'queued' item needs integer 'at' and a list 'queued'")
+    out = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], str)):
+            raise ValueError(f"a queued callback is [id, url, task_id], got {row!r}")
+        out.append(callback_queued(row[0], row[1], row[2] if isinstance(row[2], str) else None, at))
+    return out
+
+
 def decode(raw: str | bytes) -> list[StatusUpdate]:
     """Updates of one status stream entry; raises ``ValueError`` on a malformed entry."""
     items = json.loads(raw)
@@ -58,6 +83,9 @@ def decode(raw: str | bytes) -> list[StatusUpdate]:
         raise ValueError("a status entry holds a JSON array of updates")
     out = []
     for item in items:
+        if "queued" in item:
+            out.extend(expand_queued(item))
+            continue
         table = item.get("table")
         if table not in TABLES:
             raise ValueError(f"unknown status table {table!r}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from ..status import StatusUpdate
+from ..status import StatusUpdate, expand_queued
 from .apply import StatusStore
 from .merge import check, merge
 
@@ -75,12 +75,13 @@ def decode_entry(stream_id: str, fields: Mapping[Any, Any]) -> Entry:
         return entry
     for item in items:
         try:
-            update = _update(item)
-            check(update)
+            updates = expand_queued(item) if isinstance(item, dict) and "queued" in item else [_update(item)]
+            for update in updates:
+                check(update)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             entry.rejected.append((item, f"{type(e).__name__}: {e}"))
             continue
-        entry.updates.append(update)
+        entry.updates.extend(updates)
     return entry
 
 
