@@ -9,10 +9,13 @@ import dramatiq
 import pytest
 from conftest import wait_until
 from dramatiq.brokers.redis import RedisBroker
+from redis.exceptions import ResponseError
 from sqlalchemy import text
 from test_storage_writer import database_rows, expected, lifecycle, make_writer, pending, record
 
 from worker.actors.status_writer import declare
+from worker.actors.watch import LeaseWatch
+from worker.keys import STATUS_GROUP
 from worker.redis_client import sync_client
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
@@ -145,7 +148,7 @@ def test_a_writer_that_loses_its_lease_stops_without_writing(make_settings, sqli
     outcome: list[str] = []
     thread = threading.Thread(target=lambda: outcome.append(run_status_writer(settings)), daemon=True)
     thread.start()
-    assert wait_until(lambda: client.exists(keys.status_lease), 10)
+    assert wait_until(lambda: client.exists(keys.status_lease) and _has_group(client, keys), 10)
     record(client, keys, lifecycle(5, failures=0))
     assert wait_until(lambda: pending(client, keys) > 0, 10)  # read, buffered for the 30 s interval
     client.set(keys.status_lease, "someone-else")  # another writer took over
@@ -158,7 +161,9 @@ def test_a_writer_that_loses_its_lease_stops_without_writing(make_settings, sqli
 def test_the_actor_is_started_by_the_watch_and_stops_with_the_worker(make_settings, sqlite_url, client, keys):
     settings = make_settings(DATABASE_URL=sqlite_url, CALLBACK_STATUS_FLUSH_INTERVAL="0.02")
     broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
-    declare(broker, settings)
+    watch = LeaseWatch(settings)
+    broker.add_middleware(watch)
+    declare(broker, settings, watch)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
@@ -170,3 +175,47 @@ def test_the_actor_is_started_by_the_watch_and_stops_with_the_worker(make_settin
         worker.stop()
         broker.close()
     assert not client.exists(keys.status_lease)  # released on shutdown
+
+
+def test_a_fresh_sqlite_database_is_migrated_by_the_writer_itself(tmp_path, make_settings, keys, client):
+    from worker.status import callback_queued, record_status
+    from worker.storage.migrate import current, ensure_schema, head
+    from worker.storage.service import run_status_writer
+
+    url = f"sqlite:///{tmp_path / 'fresh' / 'worker.db'}"
+    record_status([callback_queued("msg_1", "https://example.com/", None, 1_700_000_000_000)], client, keys)
+
+    outcome = run_status_writer(make_settings(DATABASE_URL=url, WORKER_NAMESPACE=keys.namespace), burst=True)
+
+    assert outcome == "idle" and current(url) == head()
+    assert ensure_schema(url) == "current"
+
+
+def test_an_unmigrated_postgresql_database_is_left_alone_with_a_clear_error(pg_database):
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from storage_fixtures import _admin
+
+    from worker.storage.migrate import SchemaOutdated, current, ensure_schema
+
+    name = f"{make_url(pg_database).database}_empty"
+    admin = _admin()
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_database).set(database=name).render_as_string(hide_password=False)
+    try:
+        with pytest.raises(SchemaOutdated, match=r"run `make migrate` \(python -m worker.storage migrate\)"):
+            ensure_schema(url)
+        assert current(url) is None  # nothing was created behind the operator's back
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _has_group(client, keys) -> bool:
+    """Whether the writer has created its consumer group (after its schema check)."""
+    try:
+        return any(g["name"] in (STATUS_GROUP, STATUS_GROUP.encode()) for g in client.xinfo_groups(keys.status_updates))
+    except ResponseError:
+        return False

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from ..errors import WorkerError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,3 +44,32 @@ def current(database_url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+class SchemaOutdated(WorkerError):
+    """The database's schema is not the one this worker needs; it says which command fixes it."""
+
+
+def head() -> str:
+    """The newest revision this worker's migrations define."""
+    revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert revision is not None, "the migrations define no revision"
+    return revision
+
+
+def ensure_schema(database_url: str) -> str:
+    """Make sure the schema is current; returns what was done (``"current"`` or ``"migrated"``).
+
+    The embedded default, SQLite, is migrated on the spot. Any other database
+    is the operator's: :class:`SchemaOutdated` says to run the migrations.
+    """
+    at, wanted = current(database_url), head()
+    if at == wanted:
+        return "current"
+    if database_url.startswith("sqlite"):
+        upgrade(database_url)
+        return "migrated"
+    raise SchemaOutdated(
+        f"the database is at schema revision {at or 'none'} but this worker needs {wanted}: "
+        "run `make migrate` (python -m worker.storage migrate) with the same DATABASE_URL"
+    )

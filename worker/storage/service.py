@@ -21,15 +21,20 @@ from collections.abc import Callable
 
 import redis
 from redis.exceptions import LockError, RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..keys import Keys
 from ..redis_client import sync_client
 from ..settings import Settings
 from .apply import StatusStore
 from .engine import make_engine
+from .entries import reason
+from .migrate import SchemaOutdated, ensure_schema
 from .writer import StatusWriter
 
 log = logging.getLogger(__name__)
+
+SCHEMA_RECHECK = 10.0  # seconds between looks at an outdated schema
 
 
 class WriterLease:
@@ -93,6 +98,10 @@ def run_status_writer(
         client.close()
         return "unavailable"
     outcome = "failed"
+    if not _wait_for_schema(settings.database_url, lambda: should_stop() or not lease.keep()):
+        lease.release()
+        client.close()
+        return "stopped"
     engine = make_engine(settings.database_url)
     store = StatusStore(engine)
     try:
@@ -116,3 +125,21 @@ def run_status_writer(
             lease.release()
         client.close()
         log.info("status writer %s ended: %s", lease.holder, outcome)
+
+
+def _wait_for_schema(database_url: str, give_up: Callable[[], bool]) -> bool:
+    """Whether the schema is current (SQLite is migrated on the spot); waits, saying why, until it is."""
+    while True:
+        try:
+            if ensure_schema(database_url) == "migrated":
+                log.info("migrated the SQLite status database %s", database_url)
+            return True
+        except SchemaOutdated as e:
+            log.error("status writer waiting: %s", e)
+        except SQLAlchemyError as e:
+            log.error("status writer waiting: the database does not answer (%s)", reason(e))
+        deadline = time.monotonic() + SCHEMA_RECHECK
+        while time.monotonic() < deadline:
+            if give_up():
+                return False
+            time.sleep(0.1)
