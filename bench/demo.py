@@ -22,13 +22,17 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker.keys import Keys
 from worker.producer import CallbackRequest
 from worker.receiver import Arrival, Receiver
+from worker.storage.engine import make_engine
+from worker.storage.models import Callback
 
 from . import workload
-from .harness import SECRET, CallbackWorker, PrivateRedis, percentile
+from .harness import SECRET, CallbackWorker, PrivateRedis, percentile, wait_until
 
 TOTAL = 3000
 # Of every 100 callbacks: where they go.
@@ -156,6 +160,27 @@ def summary(tally: Tally, arrivals: list[Arrival], sent: dict[str, float], start
     )
 
 
+def database_summary(database_url: str, expected: int, timeout: float = 10.0) -> str:
+    """The ``callbacks`` table by status, once the status writer has caught up (or after ``timeout``)."""
+    engine = make_engine(database_url)
+    by_status: dict[str, int] = {}
+
+    def settled() -> bool:
+        nonlocal by_status
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(select(Callback.status, func.count()).group_by(Callback.status)).all()
+        except SQLAlchemyError:
+            return False  # the writer has not created the tables yet
+        by_status = {str(state): int(count) for state, count in rows}
+        return by_status.get("delivered", 0) + by_status.get("dead", 0) >= expected
+
+    wait_until(settled, timeout, 0.2)
+    engine.dispose()
+    states = ", ".join(f"{state} {count}" for state, count in sorted(by_status.items())) or "no rows yet"
+    return f"database: callbacks table ({database_url}): {states}"
+
+
 def run() -> int:
     """Run the demo; 0 when every callback settled in time."""
     with ExitStack() as stack, redis_server(stack) as (url, client):
@@ -186,6 +211,7 @@ def run() -> int:
             line.show(tally)
         line.close()
         print(summary(tally, receiver.snapshot(), sent, started))
+        print(database_summary(worker.env["DATABASE_URL"], expected=len(sent)))
         done = tally.delivered + tally.dead >= TOTAL
         if not done:
             print(f"stopped waiting after {DEADLINE:g} s with {TOTAL - tally.delivered - tally.dead} unsettled")
