@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import redis
 from redis.exceptions import ResponseError
 
+from ops.writer import writer_status
 from worker.keys import GROUP, Keys
 from worker.settings import Settings
 from worker.status import StatusUpdate
@@ -118,6 +119,7 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         },
         "counters": {name: int(stats.get(name, 0)) for name in (*COUNTERS, *stats) if name != "last_delivered_ms"},
         "last_send_ago": _age(now, stats.get("last_delivered_ms")),
+        "writer": writer_status(client, keys),
     }
 
 

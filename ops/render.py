@@ -53,7 +53,14 @@ def status(state: dict[str, Any], claim_idle: float) -> str:
     rows.append(("counters", "  ".join(f"{name} {value}" for name, value in counters.items())))
     last = state["last_send_ago"]
     rows.append(("last send", "never" if last is None else f"{duration(last)} ago"))
+    rows.append(("db writer", _writer(state["writer"])))
     return "\n".join(f"{label:<10} {text}" for label, text in rows)
+
+
+def _writer(writer: dict[str, Any]) -> str:
+    who = f"writing as {writer['holder']}" if writer["held"] else "no status writer (status updates wait in Redis)"
+    bad = f", {writer['bad']} set aside as malformed ({{queue}}:status:bad)" if writer["bad"] else ""
+    return f"{who}; {writer['backlog']} status entries waiting, {writer['pending']} read not yet committed{bad}"
 
 
 def _leader(leader: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select
 
+from . import metrics
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
 from .immediate import ImmediateResult, deliver_now
@@ -147,6 +148,8 @@ class TaskRunner:
         except ImageError as e:
             finished = _ms()
             log.warning("task %s failed in %s: %s", task.task_id, e.stage, e)
+            _observe(e.timings, "failed")
+            metrics.IMAGE_FAILURES.labels(e.code, e.stage or "unknown").inc()
             payload = {
                 "task_id": task.task_id,
                 "status": "failed",
@@ -156,6 +159,7 @@ class TaskRunner:
             outcome = {"status": "failed", "stage": e.stage, "timings": e.timings, "error_code": e.code}
             return payload, {**outcome, "error_message": e.message, "finished_at": finished}
         finished = _ms()
+        _observe(result.timings, "success")
         payload = {
             "task_id": task.task_id,
             "status": "success",
@@ -223,6 +227,12 @@ def _inputs(task: ImageTask) -> dict[str, Any]:
         "stages": list(task.stages) if task.stages else None,
         "params": task.params or None,
     }
+
+
+def _observe(timings: Mapping[str, float], outcome: str) -> None:
+    for step, seconds in timings.items():
+        metrics.IMAGE_STAGE.labels(step).observe(seconds)
+    metrics.IMAGE_TASKS.labels(outcome).inc()
 
 
 def _ms() -> int:
