@@ -37,3 +37,33 @@ def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, k
     copies = {"delay": rclient.zcard(keys.delayed), "dead": rclient.xlen(keys.dead), "again": rclient.xlen(keys.stream)}
     assert copies[kind] == 1
     assert rclient.xpending(keys.stream, GROUP)["pending"] == 0
+
+
+def test_a_sending_update_is_dropped_when_its_attempt_ends_in_the_same_settlement():
+    from worker import status
+
+    settlement = Settlement()
+    settlement.record_sending(status.callback_sending("msg_done", 1, 1000))
+    settlement.record_sending(status.callback_sending("msg_flying", 1, 1000))
+    outcome = status.callback_attempted(
+        "msg_done",
+        attempt=1,
+        state="delivered",
+        status_code=204,
+        error=None,
+        started_at=1000,
+        duration_ms=2.0,
+        outcome="delivered",
+        next_attempt_at=None,
+        at=1002,
+    )
+    settlement.record(outcome)
+
+    written = status.decode(settlement.script_args()[-1])
+    sending = [u.key for u in written if u.fields.get("status") == "sending"]
+    assert sending == ["msg_flying"]  # still in flight: its "sending" is written
+    assert [u.key for u in written if u.fields.get("status") == "delivered"] == ["msg_done"]
+
+    retry = Settlement()
+    retry.absorb(settlement)  # a failed settle hands everything over, the pending "sending" included
+    assert {u.key for u in status.decode(retry.script_args()[-1])} == {"msg_done", "msg_flying"}

@@ -253,7 +253,7 @@ class Leader:
     async def _deliver(self, entry: CallbackEntry) -> None:
         try:
             self.observer.sending(entry)
-            self._settlement.record([status.callback_sending(entry.callback_id, entry.attempts + 1, _ms())])
+            self._settlement.record_sending(status.callback_sending(entry.callback_id, entry.attempts + 1, _ms()))
             result = await self.sender.send(entry)
             decision = self._decide(entry, result)
             self._record(entry, result, decision)
