@@ -16,7 +16,7 @@ from contextlib import ExitStack
 
 from worker.receiver import Receiver
 
-from . import details, enqueue_rate, latency, pacing, status_bench
+from . import details, enqueue_rate, image_bench, latency, pacing, status_bench
 from .figures import Figures, rows
 from .harness import ROOT, SECRET, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
 from .profiles import PACED, UNPACED
@@ -91,6 +91,12 @@ def status_writer_section() -> tuple[str, str]:
     return "Status writer", markdown_table(["metric", "ours", "one statement per update", "ratio", "target"], lines)
 
 
+def image_section() -> tuple[str, str]:
+    """The image pipeline's figures (``bench.image_bench``) as a report section."""
+    lines = [[row["metric"], f"{row['ours']:g}", row["unit"], row["notes"]] for row in image_bench.run()]
+    return "Image pipeline", markdown_table(["metric", "ours", "unit", "notes"], lines)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (the defaults are what ``make bench`` runs)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -113,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     step("status writer: 10,000 updates at 1,000/s, and 1,000-row flushes (PostgreSQL)")
     writer = status_writer_section()
     print(writer[1])
+    step("image pipeline: tasks/s on 1 and 2 threads, memory per task (3 input kinds)")
+    images = image_section()
+    print(images[1])
     if args.output != "-":
         preamble = [
             f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` (`python -m bench`), "
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Machine: {details.machine()}.",
         ]
-        extra = [writer, *details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)]
+        extra = [writer, images, *details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)]
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(markdown("Benchmarks", preamble, table, extra))
         step(f"wrote {args.output}")

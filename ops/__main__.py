@@ -1,4 +1,4 @@
-"""``python -m ops status|recover|unlock|reset|replay|inspect``: the operator commands.
+"""``python -m ops status|recover|unlock|reset|replay|inspect|config``: the operator commands.
 
 Exit codes: 0 done, 1 refused or not found, 2 configuration error (settings, or Redis unreachable).
 """
@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 import redis
 
 from worker.errors import SettingsError
+from worker.keys import Keys
 from worker.redis_client import sync_client
+from worker.runtime_config import RUNTIME_VARIABLES, ConfigStore
 from worker.settings import Settings
 
 from . import commands, render
@@ -42,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
     inspect = sub.add_parser("inspect", parents=[common], help="find a callback by callback id or stream id")
     inspect.add_argument("id", metavar="ID", help="callback id (msg_...) or stream id (1700000000000-0)")
+    config = sub.add_parser("config", parents=[common], help="run-time configuration: get, set or unset")
+    config.add_argument("action", choices=("get", "set", "unset"))
+    config.add_argument("items", nargs="*", metavar="NAME[=VALUE]", help="set: NAME=VALUE ...; unset: NAME ...")
     return top
 
 
@@ -92,6 +97,38 @@ def _inspect(args: argparse.Namespace, settings: Settings, client: redis.Redis) 
     return 0 if sightings else 1
 
 
+def _config(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+    store = ConfigStore(client, Keys(settings.namespace, settings.queue))
+    if args.action == "get":
+        config = store.load()
+    else:
+        try:
+            changes = _assignments(args.items) if args.action == "set" else {}
+            config = store.change(settings, changes, tuple(args.items) if args.action == "unset" else ())
+        except SettingsError as e:
+            print(f"refused, the configuration in force stays: {e}", file=sys.stderr)
+            return 1
+    shown = {"version": config.version, "values": config.shown(), "run_time_variables": list(RUNTIME_VARIABLES)}
+    if args.json:
+        print(render.as_json(shown))
+    else:
+        values = ", ".join(f"{k}={v}" for k, v in sorted(config.shown().items())) or "none (environment only)"
+        print(f"run-time configuration version {config.version}: {values}")
+    return 0
+
+
+def _assignments(items: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(f"{item!r} is not NAME=VALUE")
+        pairs[name.strip()] = value
+    if not pairs:
+        raise SettingsError("nothing to set: give NAME=VALUE pairs")
+    return pairs
+
+
 COMMANDS: dict[str, Command] = {
     "status": _status,
     "recover": _recover,
@@ -99,6 +136,7 @@ COMMANDS: dict[str, Command] = {
     "reset": _reset,
     "replay": _replay,
     "inspect": _inspect,
+    "config": _config,
 }
 
 

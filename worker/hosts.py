@@ -48,6 +48,10 @@ class HostQueues:
         self.waiting = 0
         self.in_flight = 0
 
+    def reshape(self, concurrency: int, buffer: int, min_share: int) -> None:
+        """New limits (a run-time configuration change); what waits or flies stays."""
+        self.concurrency, self.buffer, self.min_share = concurrency, buffer, max(1, min_share)
+
     def holds(self, stream_id: str | None) -> bool:
         """Whether this entry is already waiting or in flight here."""
         return stream_id in self._held

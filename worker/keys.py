@@ -17,6 +17,7 @@ key                            type    holds
 ``cbw:{default}:election``     string  debounces the watchdogs' "start a leader" message.
 ``cbw:{default}:pace``         string  GCRA theoretical arrival time (µs, Redis clock).
 ``cbw:{default}:stats``        hash    counters and last-send time, for ``ops status``.
+``cbw:{default}:config``       string  run-time configuration: JSON ``{version, values}``.
 ``cbw:{default}:status``       stream  status updates for the database, many per entry (JSON array);
                                        read by the status writer's group ``writers``. Same hash tag,
                                        so the leader's settle script writes them atomically with acks.
@@ -78,6 +79,10 @@ class Keys:
     @property
     def pace(self) -> str:
         return f"{self._tag}:pace"
+
+    @property
+    def config(self) -> str:
+        return f"{self._tag}:config"
 
     @property
     def stats(self) -> str:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from . import status
+from . import runtime_config, status
 from .delivery.policy import Action, Decision, decide, parse_retry_after
 from .delivery.sender import AttemptResult, Sender
+from .delivery.signing import SigningKeys
 from .delivery.targets import describe
-from .errors import LeaseLost
+from .errors import LeaseLost, WorkerError
 from .hosts import HostQueues
 from .keys import Keys
 from .observer import DeliveryObserver
@@ -47,6 +48,7 @@ STOP_POLL = 0.05
 MAX_BACKOFF = 2.0
 LATE_SLOT = 0.005  # a start slot missed by more than this (and one interval) lapses unused
 DEFER_SECONDS = 1.0  # how long a callback of a saturated host waits before it is read again
+CONFIG_POLL = 0.25  # seconds between looks at the run-time configuration's version
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ class Leader:
         should_stop: Callable[[], bool] = lambda: False,
         burst: bool = False,
     ) -> None:
+        self.base = settings  # from the environment; run-time overrides apply on top of it
         self.settings = settings
+        self.config_version = 0
         self.keys = Keys(settings.namespace, settings.queue)
         self.stream = CallbackStream(client, self.keys)
         self.pace = Pace(client, self.keys.pace, settings.rate)
@@ -111,9 +115,10 @@ class Leader:
         log.info("leading %s as %s (epoch %d)", self.keys.stream, self.consumer, state.epoch)
         self.observer.leading(self.settings.namespace, state.epoch, True)
         await self.stream.ensure_group()
+        await self._reload_config()
         workers = [
             asyncio.create_task(loop(), name=f"leader-{loop.__name__}")
-            for loop in (self._intake, self._dispatch, self._settle_loop, self._housekeeping, self._renew)
+            for loop in (self._intake, self._dispatch, self._settle_loop, self._housekeeping, self._renew, self._config)
         ]
         try:
             while not (self._stopping or self._lost or self._idle or self.should_stop()):
@@ -208,9 +213,9 @@ class Leader:
 
     async def _dispatch(self) -> None:
         loop = asyncio.get_running_loop()
-        horizon = self.settings.min_interval
         failures = 0
         while not self._stopping:
+            horizon = self.settings.min_interval
             startable = self.queues.startable()
             if startable == 0:
                 self._work.clear()
@@ -422,6 +427,41 @@ class Leader:
         log.warning("lost leadership of %s: %s; finishing in-flight deliveries", self.keys.stream, why)
         self._lost = True
         self._work.set()
+
+    # -- run-time configuration ---------------------------------------------------------------
+
+    async def _config(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(CONFIG_POLL)
+            try:
+                await self._reload_config()
+            except (RedisError, OSError) as e:
+                log.warning("run-time configuration not read (%s); keeping the current one", e)
+
+    async def _reload_config(self) -> None:
+        config = runtime_config.parse(await self._client.get(self.keys.config))
+        if config.version == self.config_version:
+            return
+        try:
+            settings = runtime_config.apply(self.base, config.values)
+        except WorkerError as e:  # refused when stored; a bad value that got in anyway changes nothing
+            log.error("run-time configuration version %d refused, keeping the current one: %s", config.version, e)
+        else:
+            self.reconfigure(settings)
+            log.info("applied run-time configuration version %d: %s", config.version, config.shown())
+        self.config_version = config.version
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use ``settings`` from now on: pace, batch size, per-host concurrency, buffers, signing keys."""
+        self.settings = settings
+        self.pace = Pace(self._client, self.keys.pace, settings.rate)
+        self.max_buffer = _buffer_size(settings)
+        self.queues.reshape(
+            settings.host_concurrency, self.max_buffer, min(self.max_buffer, 2 * settings.host_concurrency)
+        )
+        self.sender.use_keys(SigningKeys(settings.signing_secret, settings.signing_secrets))
+        self._work.set()
+        self._space.set()
 
     async def _backoff(self, what: str, error: BaseException, failures: int) -> None:
         delay = min(MAX_BACKOFF, 0.05 * 2 ** min(failures, 6))

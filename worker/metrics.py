@@ -50,11 +50,13 @@ STATUS_ERRORS = Counter("cbw_status_errors", "Status writer turns that failed (d
 IMAGE_STAGE = Histogram(
     "cbw_image_stage_duration_seconds",
     "Duration of one image pipeline step (decode, each stage, save).",
-    ["stage"],
+    ["namespace", "stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-IMAGE_TASKS = Counter("cbw_image_tasks", "Image tasks finished, by status (success, failed).", ["status"])
-IMAGE_FAILURES = Counter("cbw_image_failures", "Failed image tasks by error code and stage.", ["code", "stage"])
+IMAGE_TASKS = Counter("cbw_image_tasks", "Image tasks finished, by status (success, failed).", ["namespace", "status"])
+IMAGE_FAILURES = Counter(
+    "cbw_image_failures", "Failed image tasks by error code and stage.", ["namespace", "code", "stage"]
+)
 
 
 def _queue_gauge(name: str, documentation: str) -> Gauge:

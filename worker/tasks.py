@@ -26,12 +26,13 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select
 
-from . import metrics
+from . import metrics, runtime_config
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
 from .immediate import ImmediateResult, deliver_now
 from .keys import Keys
 from .producer import CallbackProducer, encode_payload
+from .runtime_config import ConfigStore
 from .settings import Settings
 from .status import StatusUpdate, record_status
 from .streams.entry import CallbackEntry
@@ -115,15 +116,37 @@ class TaskRunner:
     """Runs tasks in one process: built once, with the connections and configuration every task shares."""
 
     def __init__(self, settings: Settings, client: redis.Redis, engine: Engine | None = None) -> None:
-        self.settings = settings
-        self.config = ImageConfig.from_settings(settings)
+        self.base = settings  # from the environment; run-time overrides apply on top of it
         self.client = client
         self.engine = engine
         self.keys = Keys(settings.namespace, settings.queue)
-        self.producer = CallbackProducer(settings, client)
+        self.config_store = ConfigStore(client, self.keys)
+        self.config_version = 0
+        self._use(settings)
+
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = ImageConfig.from_settings(settings)
+        self.producer = CallbackProducer(settings, self.client)
+
+    def reload_config(self) -> None:
+        """Apply the run-time configuration if it changed (an invalid one is logged and ignored)."""
+        try:
+            config = self.config_store.load()
+        except redis.RedisError as e:
+            log.warning("run-time configuration not read (%s); keeping the current one", e)
+            return
+        if config.version == self.config_version:
+            return
+        try:
+            self._use(runtime_config.apply(self.base, config.values))
+        except WorkerError as e:
+            log.error("run-time configuration version %d refused, keeping the current one: %s", config.version, e)
+        self.config_version = config.version
 
     def process(self, message: str | Mapping[str, Any]) -> dict[str, Any]:
         """Run one task (an id or a dict) to its end; returns the callback payload."""
+        self.reload_config()
         if isinstance(message, str):
             if self.engine is None:
                 raise InvalidTask("this worker has no database to load task ids from; send the task as a dict")
@@ -148,8 +171,8 @@ class TaskRunner:
         except ImageError as e:
             finished = _ms()
             log.warning("task %s failed in %s: %s", task.task_id, e.stage, e)
-            _observe(e.timings, "failed")
-            metrics.IMAGE_FAILURES.labels(e.code, e.stage or "unknown").inc()
+            _observe(self.keys.namespace, e.timings, "failed")
+            metrics.IMAGE_FAILURES.labels(self.keys.namespace, e.code, e.stage or "unknown").inc()
             payload = {
                 "task_id": task.task_id,
                 "status": "failed",
@@ -159,7 +182,7 @@ class TaskRunner:
             outcome = {"status": "failed", "stage": e.stage, "timings": e.timings, "error_code": e.code}
             return payload, {**outcome, "error_message": e.message, "finished_at": finished}
         finished = _ms()
-        _observe(result.timings, "success")
+        _observe(self.keys.namespace, result.timings, "success")
         payload = {
             "task_id": task.task_id,
             "status": "success",
@@ -229,10 +252,10 @@ def _inputs(task: ImageTask) -> dict[str, Any]:
     }
 
 
-def _observe(timings: Mapping[str, float], outcome: str) -> None:
+def _observe(namespace: str, timings: Mapping[str, float], outcome: str) -> None:
     for step, seconds in timings.items():
-        metrics.IMAGE_STAGE.labels(step).observe(seconds)
-    metrics.IMAGE_TASKS.labels(outcome).inc()
+        metrics.IMAGE_STAGE.labels(namespace, step).observe(seconds)
+    metrics.IMAGE_TASKS.labels(namespace, outcome).inc()
 
 
 def _ms() -> int:

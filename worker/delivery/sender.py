@@ -59,6 +59,10 @@ class Sender:
             trust_env=False,
         )
 
+    def use_keys(self, keys: signing.SigningKeys) -> None:
+        """Sign from now on with ``keys`` (signing secrets changed at run time)."""
+        self._keys = keys
+
     async def send(self, entry: CallbackEntry) -> AttemptResult:
         """Make one attempt; never raises for network or HTTP failures."""
         if self._session is None:
