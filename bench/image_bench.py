@@ -14,8 +14,8 @@ every run sees the same bytes:
 2. Memory per in-flight task: for each input, in a fresh process of its own,
    how far one task lifts the peak RSS (``ru_maxrss``) above the idle,
    warmed-up process, and the ``tracemalloc`` peak of one task (the Python
-   heap only: input bytes, encoded output, base64; Pillow allocates pixel
-   buffers in C, outside tracemalloc's view).
+   heap allocated during the task: encoded output, base64, codec buffers;
+   Pillow allocates pixel buffers in C, outside tracemalloc's view).
 
 ``MEDIA_ROOT`` is a temporary directory, removed afterwards.
 """
@@ -55,8 +55,9 @@ PROBE_TIMEOUT = 120.0  # seconds one memory probe may take
 MIB = 1024 * 1024
 # The peak RSS a process starts with is its parent's at exec time (the kernel copies the
 # high-water mark of the forked address space), so a probe spawned by a big benchmark process
-# would report that process's peak. A small launcher in between starts the probe clean.
-LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+# would report that process's peak. A small launcher in between starts the probe clean
+# (and kills it if it overruns, as the launcher itself is what a timeout would kill).
+LAUNCHER = f"import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], timeout={PROBE_TIMEOUT - 10}))"
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def run() -> list[dict[str, Any]]:
                 f"image: peak RSS growth, one {kind.label} task in flight",
                 figures["first_mib"],
                 "MiB",
-                f"over the idle warmed-up process ({figures['resident_mib']:.1f} MiB RSS); "
+                f"ru_maxrss in a fresh process, over its idle warmed-up RSS ({figures['resident_mib']:.1f} MiB); "
                 f"after {MEMORY_TASKS} sequential tasks: {figures['after_mib']:.1f} MiB",
             )
         )
@@ -282,7 +283,8 @@ def run() -> list[dict[str, Any]]:
                 f"image: tracemalloc peak, one {kind.label} task",
                 memory_figures[kind.name]["traced_mib"],
                 "MiB",
-                "Python heap only (input bytes, encoded result, base64); Pillow's pixel buffers are not traced",
+                "Python heap allocated during the task (encoded result, base64, codec buffers); "
+                "Pillow's pixel buffers are C allocations tracemalloc does not see",
             )
         )
     return rows

@@ -30,11 +30,11 @@ from . import runtime_config, status
 from .delivery.policy import Action, Decision, decide, parse_retry_after
 from .delivery.sender import AttemptResult, Sender
 from .delivery.signing import SigningKeys
-from .delivery.targets import describe
 from .errors import LeaseLost, WorkerError
 from .hosts import HostQueues
 from .keys import Keys
 from .observer import DeliveryObserver
+from .outcomes import record_outcome, record_poison
 from .settings import Settings
 from .streams.entry import CallbackEntry
 from .streams.lease import LeaderLease
@@ -282,36 +282,9 @@ class Leader:
         )
 
     def _record(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
-        now = _ms()
-        self._settlement.record(
-            status.callback_attempted(
-                entry.callback_id,
-                attempt=entry.attempts + 1,
-                state=decision.action.value,
-                status_code=result.status,
-                error=None if decision.action is Action.DONE else f"{decision.reason}: {result.detail}"[:500],
-                started_at=int(result.started_at * 1000),
-                duration_ms=result.duration * 1000,
-                outcome=decision.action.value,
-                next_attempt_at=now + int(decision.delay * 1000) if decision.action is Action.RETRY else None,
-                at=now,
-            )
-        )
+        record_outcome(self._settlement, entry, result, decision, _ms())
         if decision.action is Action.DONE:
-            self._settlement.ack(entry)
             self.delivered += 1
-        elif decision.action is Action.RETRY:
-            self._settlement.delay(entry.next_attempt(), decision.delay, "retried")
-            log.info(
-                "callback %s to %s: %s, retry in %.1fs",
-                entry.callback_id,
-                describe(entry.url),
-                decision.reason,
-                decision.delay,
-            )
-        else:
-            self._settlement.dead(entry.next_attempt(), dead_fields(decision.reason, result))
-            log.warning("callback %s to %s dead-lettered: %s", entry.callback_id, describe(entry.url), decision.reason)
         if self._settlement.count >= self.settings.batch_size:
             self._settle_now.set()
 
@@ -385,13 +358,8 @@ class Leader:
             if times <= limit:
                 live.append(entry)
                 continue
-            reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
-            self._settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(_ms())})
-            self._settlement.record(
-                [status.StatusUpdate("callbacks", entry.callback_id, _ms(), {"status": "dead", "last_error": reason})]
-            )
+            record_poison(self._settlement, entry, times, limit, _ms())
             self._settle_now.set()
-            log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
         if live:
             log.info("reclaimed %d pending callbacks from silent consumers", len(live))
             self._accept(live)
@@ -467,16 +435,6 @@ class Leader:
         delay = min(MAX_BACKOFF, 0.05 * 2 ** min(failures, 6))
         log.warning("%s failed (%s: %s); retrying in %.2fs", what, type(error).__name__, error, delay)
         await asyncio.sleep(delay)
-
-
-def dead_fields(reason: str, result: AttemptResult) -> dict[str, str]:
-    """The dead-letter record of a callback's last attempt."""
-    return {
-        "reason": reason,
-        "status": "" if result.status is None else str(result.status),
-        "error": result.detail,
-        "dead_ms": str(_ms()),
-    }
 
 
 def _ms() -> int:
