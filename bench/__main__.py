@@ -18,7 +18,7 @@ from worker.receiver import Receiver
 
 from . import details, enqueue_rate, image_bench, latency, pacing, status_bench
 from .figures import Figures, rows
-from .harness import ROOT, SECRET, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
+from .harness import ROOT, SECRET, WORKER_PROCESSES, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
 from .profiles import PACED, UNPACED
 from .report import markdown, markdown_table, text_table
 from .throughput import ThroughputBench, ThroughputResult, ours, plain_dramatiq, raw_aiohttp
@@ -53,7 +53,9 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
         worker = stack.enter_context(CallbackWorker(worker_redis.url, "bench", UNPACED))
         baseline_env = {"BENCH_REDIS_URL": baseline_redis.url}
         baseline = stack.enter_context(
-            DramatiqProcess("bench.baseline_actor", baseline_env, threads=args.dramatiq_threads)
+            DramatiqProcess(
+                "bench.baseline_actor", baseline_env, processes=WORKER_PROCESSES, threads=args.dramatiq_threads
+            )
         )
         worker.wait_ready(worker_redis.client)
         step(f"throughput: {args.rounds} rounds of {args.callbacks} callbacks x 3 contenders")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .figures import Figures
+from .harness import WORKER_PROCESSES
 from .profiles import PACED, UNPACED, describe
 from .report import markdown_table
 from .throughput import Contender
@@ -42,7 +43,7 @@ def sections(f: Figures, callbacks: int, rounds: int, dramatiq_threads: int) -> 
 
 
 def _method(f: Figures, callbacks: int, rounds: int, dramatiq_threads: int) -> str:
-    baseline_cmd = f"dramatiq bench.baseline_actor --processes 1 --threads {dramatiq_threads}"
+    baseline_cmd = f"dramatiq bench.baseline_actor --processes {WORKER_PROCESSES} --threads {dramatiq_threads}"
     return "\n".join(
         [
             "- Every Redis is a private `redis-server` on a free port started by the run, so `INFO commandstats` "
@@ -50,7 +51,8 @@ def _method(f: Figures, callbacks: int, rounds: int, dramatiq_threads: int) -> s
             f"- Throughput: {callbacks} callbacks per run, {rounds} rounds alternating the contenders, median "
             "reported; timed from the first enqueue/POST to the last arrival at one receiver process "
             "(`python -m bench.receiver_server`, the project's receiver without signature checks).",
-            "  - ours: one `enqueue_many`, delivered by `dramatiq worker.actors --processes 1 --threads 2`;",
+            "  - ours: one `enqueue_many`, delivered by "
+            f"`dramatiq worker.actors --processes {WORKER_PROCESSES} --threads 3`;",
             "  - plain Dramatiq: one message per callback sent one by one, an async actor posting with aiohttp "
             f"(`{baseline_cmd}`), same body and signature;",
             "  - raw aiohttp: 64 concurrent POSTs from the benchmark process, after opening its connections.",

@@ -36,6 +36,9 @@ LOGS = Path(tempfile.gettempdir()) / "cbw-bench"
 LOG_DIR = LOGS / str(os.getpid())  # this run's logs and scratch directories
 
 
+WORKER_PROCESSES = 2  # what `make run` starts: the leader and the status writer keep to separate processes
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -223,7 +226,7 @@ class DramatiqProcess(Subprocess):
 class CallbackWorker(DramatiqProcess):
     """The worker under test: ``dramatiq worker.actors`` on one namespace; ready once a leader holds the lease."""
 
-    def __init__(self, redis_url: str, namespace: str, settings: Mapping[str, object], threads: int = 2) -> None:
+    def __init__(self, redis_url: str, namespace: str, settings: Mapping[str, object], threads: int = 3) -> None:
         # Its database, metrics samples and media go to a scratch directory, not the project's ./var.
         self.scratch = Path(tempfile.mkdtemp(prefix=f"worker-{namespace}-", dir=log_dir()))
         (self.scratch / "metrics").mkdir()
@@ -235,7 +238,7 @@ class CallbackWorker(DramatiqProcess):
         self.env = worker_env(redis_url, namespace, **scratch, **settings)
         self.keys = Keys(namespace)
         self.settings = Settings.from_env(self.env)
-        super().__init__("worker.actors", self.env, processes=1, threads=threads)
+        super().__init__("worker.actors", self.env, processes=WORKER_PROCESSES, threads=threads)
 
     def wait_ready(self, client: redis.Redis, timeout: float = 30) -> None:
         """Wait until a leader leads the queue (the leader watch elects one within a second of boot)."""

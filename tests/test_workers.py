@@ -152,3 +152,16 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_the_status_writer_keeps_out_of_the_leaders_process_when_it_can(start_worker, rclient, keys):
+    """Leader and writer are both CPU-bound Python: with two processes they should not share one GIL."""
+    start_worker(processes=2, threads=3)
+
+    def apart() -> bool:
+        writer = rclient.get(keys.status_lease)
+        leader = leader_pid(rclient, keys)
+        return leader is not None and writer is not None and int(writer.split(":")[1]) != leader
+
+    # Both may start in one process; the writer then moves within a few seconds (it looks every 2 s).
+    assert wait_until(apart, 30)

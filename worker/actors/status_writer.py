@@ -13,10 +13,16 @@ process to notice sends one ``write_statuses`` message, debounced by the
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 import dramatiq
+import redis
 from dramatiq import Broker
 
 from ..keys import Keys
+from ..redis_client import sync_client
 from ..settings import Settings
 from ..storage.service import run_status_writer
 from .watch import LeaseWatch
@@ -24,6 +30,51 @@ from .watch import LeaseWatch
 STATUS_WRITER_ACTOR = "write_statuses"
 STATUS_QUEUE = "status"
 FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # writes until shutdown; the TimeLimit middleware must not cut it
+DEFER_MS = 250  # a writer message that landed in the leader's process goes back for another process
+MAX_DEFERRALS = 20  # then (about 5 s) it runs wherever it is: a single-process worker needs a writer too
+LIVE_WITHIN_MS = 10_000  # a Dramatiq worker process fetches at least every second while it runs
+CHECK_EVERY = 2.0  # seconds between looks at where the leader runs
+
+
+class Placement:
+    """Whether this process leads the callbacks while other worker processes of the namespace are alive.
+
+    Leader and writer are both CPU-bound Python: sharing one process (one GIL)
+    each slows the other, so the writer keeps out of the leader's process when
+    another process can take it. Looked up at most every ``CHECK_EVERY`` seconds.
+    """
+
+    def __init__(self, settings: Settings, keys: Keys) -> None:
+        self._client = sync_client(settings.redis_url, retries=0)
+        self._keys = keys
+        self._checked = float("-inf")
+        self._crowded = False
+
+    def crowded(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked >= CHECK_EVERY:
+            self._crowded, self._checked = self._look(), now
+        return self._crowded
+
+    def _look(self) -> bool:
+        try:
+            holder = (
+                self._client.hget(self._keys.lease_info, "holder") if self._client.exists(self._keys.lease) else None
+            )
+            if holder is None or _text(holder).split(":")[:2] != [socket.gethostname(), str(os.getpid())]:
+                return False
+            now_ms = int(time.time() * 1000)
+            heartbeats = f"{self._keys.dramatiq_namespace}:__heartbeats__"  # Dramatiq's: one member per process
+            return int(self._client.zcount(heartbeats, now_ms - LIVE_WITHIN_MS, "+inf")) > 1
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
@@ -31,10 +82,30 @@ def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.A
     keys = Keys(settings.namespace, settings.queue)
     watch.watch(STATUS_WRITER_ACTOR, lease_key=keys.status_lease, election_key=keys.status_election)
 
-    def write_statuses() -> str:
-        """Write status updates to the database until shutdown or until the lease is lost."""
-        outcome = run_status_writer(settings, should_stop=watch.stopping.is_set)
-        if outcome == "lost" and not watch.stopping.is_set():
+    def write_statuses(deferrals: int = 0) -> str:
+        """Write status updates to the database until shutdown, until the lease is lost, or until it should move."""
+        placement = Placement(settings, keys)
+        may_move = deferrals < MAX_DEFERRALS  # after that, it stays wherever it is (one process needs a writer too)
+        try:
+            if may_move and placement.crowded():
+                actor.send_with_options(args=(deferrals + 1,), delay=DEFER_MS)
+                return "deferred"
+            moving = False
+
+            def should_stop() -> bool:
+                nonlocal moving
+                moving = may_move and placement.crowded()  # the leader moved in: make room
+                return watch.stopping.is_set() or moving
+
+            outcome = run_status_writer(settings, should_stop=should_stop)
+        finally:
+            placement.close()
+        if watch.stopping.is_set():
+            return outcome
+        if moving:
+            actor.send_with_options(args=(1,), delay=DEFER_MS)
+            return "moved"
+        if outcome == "lost":
             actor.send()  # keep a candidate in circulation
         return outcome
 
