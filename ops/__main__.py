@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     args = parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(signs=False)
     except SettingsError as e:
         print(f"configuration error: {e}".replace("\n", " "), file=sys.stderr)
         return 2

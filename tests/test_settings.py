@@ -384,3 +384,17 @@ def test_the_local_signing_secret_is_created_once_private_and_reused(tmp_path):
     assert local_signing_secret(path) == first
     # The generated secret is one the settings accept.
     assert load(CALLBACK_SIGNING_SECRET=first).signing_secret == first
+
+
+def test_only_a_signing_process_creates_the_local_secret_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    producer = Settings.from_env({}, signs=False)
+    assert producer.signing_secret == ""
+    assert not (tmp_path / "var").exists()  # a producer or an operator command leaves no file behind
+
+    worker = Settings.from_env({})
+    secret_file = tmp_path / "var" / "signing_secret"
+    assert worker.signing_secret.startswith("whsec_")
+    assert secret_file.read_text().strip() == worker.signing_secret
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert Settings.from_env({}).signing_secret == worker.signing_secret  # created once, then reused

@@ -48,7 +48,7 @@ def default_producer() -> CallbackProducer:
     global _producer
     with _lock:
         if _producer is None:
-            _producer = CallbackProducer(Settings.from_env())
+            _producer = CallbackProducer(Settings.from_env(signs=False))
         return _producer
 
 

@@ -75,8 +75,13 @@ class Settings:
     image_model_backoff: float = 1.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read, validate and return the settings from ``environ`` (default ``os.environ``)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, signs: bool = True) -> Settings:
+        """Read, validate and return the settings from ``environ`` (default ``os.environ``).
+
+        Without ``CALLBACK_SIGNING_SECRET``, a process that ``signs`` (a worker)
+        uses the one kept in ``var/signing_secret``, creating it on first use;
+        one that does not (a producer, an operator command) creates no file.
+        """
         env = dict(os.environ if environ is None else environ)
         reject_unknown(env)
         values: dict[str, Any] = {}
@@ -97,7 +102,7 @@ class Settings:
         timeout = values.get("timeout", cls.timeout)
         values.setdefault("connect_timeout", min(cls.connect_timeout, timeout))
         values.setdefault("claim_idle", max(cls.claim_idle, 2 * timeout + 5))
-        if "signing_secret" not in values:
+        if "signing_secret" not in values and signs:
             values["signing_secret"] = local_signing_secret(VAR_DIR / "signing_secret")
         settings = cls(**values)
         settings.check()

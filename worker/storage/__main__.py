@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="default: DATABASE_URL, else the SQLite file under ./var/")
     args = parser.parse_args(argv)
     try:
-        url = args.database_url or Settings.from_env().database_url
+        url = args.database_url or Settings.from_env(signs=False).database_url
     except SettingsError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
