@@ -95,7 +95,8 @@ class Leader:
         self._settlement = Settlement()
         self._work = asyncio.Event()
         self._space = asyncio.Event()
-        self._settle_now = asyncio.Event()
+        self._settle_now = asyncio.Event()  # the settlement is full: write it now
+        self._to_settle = asyncio.Event()  # the settlement is no longer empty
         self._stopping = False
         self._lost = False
         self._idle = False
@@ -206,6 +207,7 @@ class Leader:
     def _defer(self, entry: CallbackEntry) -> None:
         # Its host is saturated (or it waited too long): park it in the delayed set, not as an attempt.
         self._settlement.delay(entry, DEFER_SECONDS, "deferred")
+        self._to_settle.set()
         self._settle_now.set()
         self.observer.deferred(entry)
 
@@ -259,6 +261,7 @@ class Leader:
         try:
             self.observer.sending(entry)
             self._settlement.record_sending(status.callback_sending(entry.callback_id, entry.attempts + 1, _ms()))
+            self._to_settle.set()
             result = await self.sender.send(entry)
             decision = self._decide(entry, result)
             self._record(entry, result, decision)
@@ -283,6 +286,7 @@ class Leader:
 
     def _record(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
         record_outcome(self._settlement, entry, result, decision, _ms())
+        self._to_settle.set()
         if decision.action is Action.DONE:
             self.delivered += 1
         if self._settlement.count >= self.settings.batch_size:
@@ -292,7 +296,10 @@ class Leader:
 
     async def _settle_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
+            if self._settlement.empty:  # idle: sleep until something is recorded, not every few ms
+                self._to_settle.clear()
+                await self._to_settle.wait()
+            with contextlib.suppress(asyncio.TimeoutError):  # gather for a moment, unless the batch is full
                 await asyncio.wait_for(self._settle_now.wait(), timeout=SETTLE_EVERY)
             self._settle_now.clear()
             await self._flush(retries=0)
@@ -359,6 +366,7 @@ class Leader:
                 live.append(entry)
                 continue
             record_poison(self._settlement, entry, times, limit, _ms())
+            self._to_settle.set()
             self._settle_now.set()
         if live:
             log.info("reclaimed %d pending callbacks from silent consumers", len(live))
