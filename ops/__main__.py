@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from urllib.parse import urlsplit
 
 import redis
 
 from worker.errors import SettingsError
 from worker.keys import Keys
-from worker.redis_client import sync_client
+from worker.redis_client import redacted, sync_client
 from worker.runtime_config import RUNTIME_VARIABLES, ConfigStore
 from worker.settings import Settings
 
@@ -152,16 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, settings, client)
     except (redis.ConnectionError, redis.TimeoutError) as e:
-        print(f"Redis at {_safe(settings.redis_url)} does not answer ({e}); check REDIS_URL.", file=sys.stderr)
+        print(f"Redis at {redacted(settings.redis_url)} does not answer ({e}); check REDIS_URL.", file=sys.stderr)
         return 2
     finally:
         client.close()
-
-
-def _safe(url: str) -> str:
-    """A Redis URL without its password."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 if __name__ == "__main__":

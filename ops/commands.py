@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from ops.writer import writer_status
 from worker.keys import GROUP, Keys
+from worker.redis_client import text
 from worker.settings import Settings
 from worker.status import StatusUpdate
 from worker.streams.entry import CallbackEntry
@@ -101,7 +102,7 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         "namespace": settings.namespace,
         "queue": settings.queue,
         "backlog": int(backlog),
-        "oldest_age": _age(now, _text(first[0][0]).partition("-")[0]) if first else None,
+        "oldest_age": _age(now, text(first[0][0]).partition("-")[0]) if first else None,
         "group": bool(group),
         "pending": int(group.get("pending", 0)),
         "lag": None if group.get("lag") is None else int(group["lag"]),
@@ -204,7 +205,7 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
     for sighting in [s for s in found if s["place"] == "stream"] if _group(client, keys) else []:
         pending: Any = client.xpending_range(keys.stream, GROUP, sighting["stream_id"], sighting["stream_id"], 1)
         for row in pending:
-            sighting.update(consumer=_text(row["consumer"]), deliveries=int(row["times_delivered"]))
+            sighting.update(consumer=text(row["consumer"]), deliveries=int(row["times_delivered"]))
     return found
 
 
@@ -213,11 +214,11 @@ def _hand_back(client: redis.Redis, settings: Settings, keys: Keys, report: Reco
     settle_keys = [keys.stream, keys.delayed, keys.dead, keys.stats, keys.status_updates]
     while True:
         reply: Any = client.xautoclaim(keys.stream, GROUP, RECOVER_CONSUMER, int(settings.claim_idle * 1000), cursor)
-        cursor, settlement, now = _text(reply[0]), Settlement(), _now_ms(client)
-        entries = [CallbackEntry.from_fields(_text(sid), f) for sid, f in reply[1] if sid is not None and f]
+        cursor, settlement, now = text(reply[0]), Settlement(), _now_ms(client)
+        entries = [CallbackEntry.from_fields(text(sid), f) for sid, f in reply[1] if sid is not None and f]
         ids = [entry.stream_id or "" for entry in entries] or ["0-0"]
         rows: Any = client.xpending_range(keys.stream, GROUP, ids[0], ids[-1], len(ids), RECOVER_CONSUMER)
-        times = {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        times = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
         for entry in entries:  # a copy at the tail starts a fresh delivery count: apply the poison rule here
             if (read := times.get(entry.stream_id or "", 1)) > limit:
                 reason = f"poison: read {read} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
@@ -258,18 +259,18 @@ def _xinfo(call: Callable[..., Any], *args: str) -> Any:
 
 
 def _group(client: redis.Redis, keys: Keys) -> dict[str, Any] | None:
-    return next((g for g in _xinfo(client.xinfo_groups, keys.stream) if _text(g["name"]) == GROUP), None)
+    return next((g for g in _xinfo(client.xinfo_groups, keys.stream) if text(g["name"]) == GROUP), None)
 
 
 def _consumers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     rows = _xinfo(client.xinfo_consumers, keys.stream, GROUP)
-    return [{"name": _text(r["name"]), "pending": int(r["pending"]), "idle": int(r["idle"]) / 1000} for r in rows]
+    return [{"name": text(r["name"]), "pending": int(r["pending"]), "idle": int(r["idle"]) / 1000} for r in rows]
 
 
 def _entries(client: redis.Redis, key: str, low: str = "-", high: str = "+") -> Iterator[tuple[str, dict[str, str]]]:
     while rows := client.xrange(key, low, high, count=500):  # type: ignore[union-attr]
-        yield from ((_text(sid), _decode(fields)) for sid, fields in rows)
-        low = "(" + _text(rows[-1][0])
+        yield from ((text(sid), _decode(fields)) for sid, fields in rows)
+        low = "(" + text(rows[-1][0])
 
 
 def _dead_letter(stream_id: str, fields: dict[str, str], now_ms: int) -> dict[str, Any]:
@@ -294,8 +295,4 @@ def _age(now_ms: int, then_ms: str | None) -> float | None:
 
 
 def _decode(raw: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in (raw or {}).items()}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {text(k): text(v) for k, v in (raw or {}).items()}

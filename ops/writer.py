@@ -8,6 +8,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from worker.keys import STATUS_GROUP, Keys
+from worker.redis_client import text
 
 
 def writer_status(client: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -19,16 +20,12 @@ def writer_status(client: redis.Redis, keys: Keys) -> dict[str, Any]:
         groups = client.xinfo_groups(keys.status_updates)
     except ResponseError:  # no status stream yet
         groups = []
-    group = next((g for g in groups if _text(g["name"]) == STATUS_GROUP), None)
+    group = next((g for g in groups if text(g["name"]) == STATUS_GROUP), None)
     return {
         "held": holder is not None,
-        "holder": _text(holder) if holder is not None else None,
+        "holder": text(holder) if holder is not None else None,
         "backlog": int(backlog),
         "pending": int(group["pending"]) if group else 0,
         "lag": None if group is None or group.get("lag") is None else int(group["lag"]),
         "bad": int(bad),
     }
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -194,6 +194,18 @@ def start_worker(namespace: str, redis_url: str, tmp_path: Path):
         worker.stop()
 
 
+def recorded_updates(rclient: redis.Redis, keys: Keys) -> list[Any]:
+    """Every status update in the status stream, decoded as the writer decodes them (none may be malformed)."""
+    from worker.storage.entries import decode_entry
+
+    updates = []
+    for sid, fields in rclient.xrange(keys.status_updates):
+        entry = decode_entry(sid, fields)
+        assert entry.rejected == [], entry.rejected
+        updates.extend(entry.updates)
+    return updates
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

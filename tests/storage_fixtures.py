@@ -22,13 +22,12 @@ import redis
 from conftest import free_port
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from storage_helpers import TABLES
 
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
-from worker.storage.models import MODELS
 
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-TABLES = tuple(model.__table__ for model in MODELS)
 
 
 def _skip_or_fail(why: str) -> None:

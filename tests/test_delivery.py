@@ -6,10 +6,9 @@ import itertools
 import json
 import threading
 
-from conftest import SECRET, run_burst
+from conftest import SECRET, recorded_updates, run_burst
 from standardwebhooks.webhooks import Webhook
 
-from worker import status
 from worker.producer import CallbackProducer
 
 
@@ -37,7 +36,7 @@ def _dead_letters(rclient, keys) -> dict[str, dict[str, str]]:
 
 
 def _status_updates(rclient, keys) -> list[dict]:
-    return [u.as_json() for _, fields in rclient.xrange(keys.status_updates) for u in status.decode(fields["u"])]
+    return [u.as_json() for u in recorded_updates(rclient, keys)]
 
 
 def test_retries_5xx_429_and_timeouts_with_a_stable_webhook_id(make_settings, receiver, rclient, keys):

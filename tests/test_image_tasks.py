@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import free_port, run_burst, wait_until
+from conftest import free_port, recorded_updates, run_burst, wait_until
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 from image_fixtures import jpeg, png_rgba
 from PIL import Image
 from sqlalchemy import insert, select
 
-from worker import status
 from worker.keys import Keys
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
@@ -44,12 +43,7 @@ def runner(make_settings, media, redis_url):
 
 
 def task_updates(rclient, keys: Keys, task_id: str) -> list[dict]:
-    return [
-        u.fields
-        for _, fields in rclient.xrange(keys.status_updates)
-        for u in status.decode(fields["u"])
-        if u.table == "image_edit_tasks" and u.key == task_id
-    ]
+    return [u.fields for u in recorded_updates(rclient, keys) if u.table == "image_edit_tasks" and u.key == task_id]
 
 
 def test_a_task_dict_saves_the_result_and_its_callback_carries_the_image(runner, receiver, rclient, keys, media):

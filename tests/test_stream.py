@@ -41,6 +41,7 @@ def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, k
 
 def test_a_sending_update_is_dropped_when_its_attempt_ends_in_the_same_settlement():
     from worker import status
+    from worker.storage.entries import decode_entry
 
     settlement = Settlement()
     settlement.record_sending(status.callback_sending("msg_done", 1, 1000))
@@ -59,11 +60,15 @@ def test_a_sending_update_is_dropped_when_its_attempt_ends_in_the_same_settlemen
     )
     settlement.record(outcome)
 
-    written = status.decode(settlement.script_args()[-1])
+    written = decode_entry("1-0", {"u": settlement.script_args()[-1]}).updates
     sending = [u.key for u in written if u.fields.get("status") == "sending"]
     assert sending == ["msg_flying"]  # still in flight: its "sending" is written
     assert [u.key for u in written if u.fields.get("status") == "delivered"] == ["msg_done"]
 
     retry = Settlement()
     retry.absorb(settlement)  # a failed settle hands everything over, the pending "sending" included
-    assert {u.key for u in status.decode(retry.script_args()[-1])} == {"msg_done", "msg_done:1", "msg_flying"}
+    assert {u.key for u in decode_entry("1-0", {"u": retry.script_args()[-1]}).updates} == {
+        "msg_done",
+        "msg_done:1",
+        "msg_flying",
+    }

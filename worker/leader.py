@@ -84,13 +84,8 @@ class Leader:
         self.observer = observer or DeliveryObserver()
         self.should_stop = should_stop
         self.burst = burst
-        self.max_buffer = _buffer_size(settings)
-        self.queues = HostQueues(
-            settings.host_concurrency,
-            buffer=self.max_buffer,
-            min_share=min(self.max_buffer, 2 * settings.host_concurrency),
-            max_wait=settings.claim_idle / 3,
-        )
+        buffer, min_share = _host_limits(settings)
+        self.queues = HostQueues(settings.host_concurrency, buffer, min_share, max_wait=settings.claim_idle / 3)
         self._client = client
         self._settlement = Settlement()
         self._work = asyncio.Event()
@@ -168,7 +163,7 @@ class Leader:
         failures = 0
         while not self._stopping:
             self._shed()
-            room = self.max_buffer - self.queues.waiting
+            room = self.queues.buffer - self.queues.waiting
             if room <= 0:
                 self._space.clear()
                 await self._space.wait()
@@ -431,10 +426,7 @@ class Leader:
         """Use ``settings`` from now on: pace, batch size, per-host concurrency, buffers, signing keys."""
         self.settings = settings
         self.pace = Pace(self._client, self.keys.pace, settings.rate)
-        self.max_buffer = _buffer_size(settings)
-        self.queues.reshape(
-            settings.host_concurrency, self.max_buffer, min(self.max_buffer, 2 * settings.host_concurrency)
-        )
+        self.queues.reshape(settings.host_concurrency, *_host_limits(settings))
         self.sender.use_keys(SigningKeys(settings.signing_secret, settings.signing_secrets))
         self._work.set()
         self._space.set()
@@ -449,8 +441,10 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-def _buffer_size(settings: Settings) -> int:
+def _host_limits(settings: Settings) -> tuple[int, int]:
+    """Entries waiting in memory at most, and the share a saturated host may always keep."""
     # At the global rate a full buffer drains in a sixth of the claim idle time,
     # well inside the hosts' shedding age (a third), so healthy work is not shed.
     by_rate = int(settings.rate * settings.claim_idle / 6)
-    return max(1, min(2 * settings.batch_size, by_rate))
+    buffer = max(1, min(2 * settings.batch_size, by_rate))
+    return buffer, min(buffer, 2 * settings.host_concurrency)

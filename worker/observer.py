@@ -31,34 +31,3 @@ class DeliveryObserver:
 
     def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
         """A periodic look at the queue (every housekeeping pass of the leader)."""
-
-
-class Observers(DeliveryObserver):
-    """Fans each event out to several observers."""
-
-    def __init__(self, *observers: DeliveryObserver) -> None:
-        self._observers = observers
-
-    def sending(self, entry: CallbackEntry) -> None:
-        for observer in self._observers:
-            observer.sending(entry)
-
-    def attempted(self, entry: CallbackEntry, result: AttemptResult, decision: Decision) -> None:
-        for observer in self._observers:
-            observer.attempted(entry, result, decision)
-
-    def leading(self, namespace: str, epoch: int, leads: bool) -> None:
-        for observer in self._observers:
-            observer.leading(namespace, epoch, leads)
-
-    def waited_for_pace(self, seconds: float) -> None:
-        for observer in self._observers:
-            observer.waited_for_pace(seconds)
-
-    def deferred(self, entry: CallbackEntry) -> None:
-        for observer in self._observers:
-            observer.deferred(entry)
-
-    def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
-        for observer in self._observers:
-            observer.sampled(snapshot, in_flight, saturated_hosts)

@@ -15,7 +15,7 @@ from . import status
 from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
 from .keys import Keys
-from .redis_client import sync_client
+from .redis_client import redacted, sync_client
 from .settings import Settings
 from .streams.entry import CallbackEntry
 from .streams.scripts import source
@@ -107,7 +107,7 @@ class CallbackProducer:
         try:
             self._enqueue(keys=[self._keys.stream, self._keys.status_updates], args=args)
         except redis.RedisError as e:
-            raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the callbacks: {e}") from e
+            raise EnqueueFailed(f"Redis at {redacted(self._settings.redis_url)} did not take the callbacks: {e}") from e
         # Imported here, not at the top: a Dramatiq worker must point prometheus_client at its
         # multi-process directory before the first import, and importing `worker` imports this module.
         from .metrics import ENQUEUED
@@ -125,7 +125,7 @@ class CallbackProducer:
         try:
             self._client.zadd(self._keys.delayed, {entry.member(): due_ms})
         except redis.RedisError as e:
-            raise EnqueueFailed(f"Redis at {_safe(self._settings.redis_url)} did not take the retry: {e}") from e
+            raise EnqueueFailed(f"Redis at {redacted(self._settings.redis_url)} did not take the retry: {e}") from e
 
     def close(self) -> None:
         """Close the Redis connections."""
@@ -143,12 +143,3 @@ def _request(raw: CallbackRequest | tuple[Any, ...] | Mapping[str, Any]) -> Call
     if isinstance(raw, tuple) and len(raw) in (2, 3):
         return CallbackRequest(*raw)
     raise InvalidCallback("each callback is a CallbackRequest, a (url, payload[, task_id]) tuple or a mapping")
-
-
-def _safe(url: str) -> str:
-    """A Redis URL without its password, for error messages."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"

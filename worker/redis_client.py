@@ -8,6 +8,9 @@ handles reconnection itself (the leader loop backs off and goes on).
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlsplit
+
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
@@ -43,3 +46,14 @@ def async_client(url: str) -> aioredis.Redis:
     Replies are decoded to ``str`` by the parser (hiredis, in C), not field by field in Python.
     """
     return aioredis.Redis.from_url(url, decode_responses=True, **_options(0))  # type: ignore[arg-type]
+
+
+def text(value: Any) -> str:
+    """A Redis reply value as ``str`` (clients without ``decode_responses`` answer bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redacted(url: str) -> str:
+    """A Redis URL without its credentials, for messages: ``scheme://host:port/path``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
     from .keys import Keys
 
-TABLES = ("callbacks", "callback_attempts", "image_edit_tasks")
 CALLBACK_STATES = ("queued", "sending", "retrying", "delivered", "dead")
 TERMINAL_CALLBACK_STATES = frozenset({"delivered", "dead"})
 
@@ -73,23 +72,6 @@ def expand_queued(item: dict[str, Any]) -> list[StatusUpdate]:
         if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], str)):
             raise ValueError(f"a queued callback is [id, url, task_id], got {row!r}")
         out.append(callback_queued(row[0], row[1], row[2] if isinstance(row[2], str) else None, at))
-    return out
-
-
-def decode(raw: str | bytes) -> list[StatusUpdate]:
-    """Updates of one status stream entry; raises ``ValueError`` on a malformed entry."""
-    items = json.loads(raw)
-    if not isinstance(items, list):
-        raise ValueError("a status entry holds a JSON array of updates")
-    out = []
-    for item in items:
-        if "queued" in item:
-            out.extend(expand_queued(item))
-            continue
-        table = item.get("table")
-        if table not in TABLES:
-            raise ValueError(f"unknown status table {table!r}")
-        out.append(StatusUpdate(table, str(item["key"]), int(item["at"]), dict(item.get("fields") or {})))
     return out
 
 

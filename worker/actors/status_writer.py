@@ -22,7 +22,7 @@ import redis
 from dramatiq import Broker
 
 from ..keys import Keys
-from ..redis_client import sync_client
+from ..redis_client import sync_client, text
 from ..settings import Settings
 from ..storage.service import run_status_writer
 from .watch import LeaseWatch
@@ -61,7 +61,7 @@ class Placement:
             holder = (
                 self._client.hget(self._keys.lease_info, "holder") if self._client.exists(self._keys.lease) else None
             )
-            if holder is None or _text(holder).split(":")[:2] != [socket.gethostname(), str(os.getpid())]:
+            if holder is None or text(holder).split(":")[:2] != [socket.gethostname(), str(os.getpid())]:
                 return False
             now_ms = int(time.time() * 1000)
             heartbeats = f"{self._keys.dramatiq_namespace}:__heartbeats__"  # Dramatiq's: one member per process
@@ -71,10 +71,6 @@ class Placement:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]

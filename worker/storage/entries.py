@@ -1,7 +1,6 @@
 """Status stream entries as the writer holds them: decoded on arrival, written, bad updates set aside.
 
-Decoding is per update, not all-or-nothing like :func:`worker.status.decode`:
-one malformed update in an entry carrying a hundred must not cost the other
+Decoding is per update, not all-or-nothing: one malformed update in an entry carrying a hundred must not cost the other
 ninety-nine. What cannot be used is kept (as received, with the reason) and
 copied to the ``status:bad`` stream when the entry is acked.
 """
@@ -16,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from ..redis_client import text
 from ..status import StatusUpdate, expand_queued
 from .apply import StatusStore
 from .merge import check, merge
@@ -95,11 +95,6 @@ def _update(item: Any) -> StatusUpdate:
     if isinstance(at, bool) or not isinstance(at, int):
         raise ValueError(f"'at' must be integer epoch milliseconds, got {at!r}")
     return StatusUpdate(str(item["table"]), str(item["key"]), at, dict(fields))
-
-
-def text(value: Any) -> str:
-    """``value`` as ``str`` (Redis replies are bytes)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def write(store: StatusStore, entries: list[Entry]) -> int:

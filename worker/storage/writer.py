@@ -36,8 +36,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
 from ..keys import STATUS_GROUP, Keys
+from ..redis_client import text
 from .apply import IncompleteWrite, StatusStore
-from .entries import Entry, decode_entry, reason, text, write
+from .entries import Entry, decode_entry, reason, write
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..redis_client import text
+
 
 @dataclass(frozen=True)
 class CallbackEntry:
@@ -45,7 +47,7 @@ class CallbackEntry:
     @classmethod
     def from_fields(cls, stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry:
         """Decode stream fields (bytes or str keys and values)."""
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {text(k): text(v) for k, v in raw.items()}
         return cls(
             callback_id=fields["cid"],
             url=fields["url"],
@@ -69,7 +71,3 @@ class CallbackEntry:
     def next_attempt(self) -> CallbackEntry:
         """The entry after one more failed attempt (still carried by the same stream entry)."""
         return replace(self, attempts=self.attempts + 1)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

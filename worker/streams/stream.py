@@ -12,6 +12,7 @@ from redis.exceptions import ResponseError
 from .. import status
 from ..errors import LeaseLost
 from ..keys import GROUP, Keys
+from ..redis_client import text
 from ..status import StatusUpdate
 from .entry import CallbackEntry
 from .scripts import source
@@ -137,9 +138,7 @@ class CallbackStream:
         reply: Any = await self._client.xreadgroup(
             GROUP, consumer, {self.keys.stream: ">"}, count=count, block=max(1, int(block * 1000))
         )
-        return [
-            CallbackEntry.from_fields(_text(sid), fields) for _, messages in reply or [] for sid, fields in messages
-        ]
+        return [CallbackEntry.from_fields(text(sid), fields) for _, messages in reply or [] for sid, fields in messages]
 
     async def reclaim(self, consumer: str, min_idle: float, fence: tuple[str, int], count: int = 100) -> Reclaimed:
         """Claim every entry idle for ``min_idle`` seconds (any consumer, ourselves included).
@@ -162,10 +161,10 @@ class CallbackStream:
                 if "FENCED" in str(e):
                     raise LeaseLost(str(e)) from e
                 raise
-            cursor = _text(reply[0])
+            cursor = text(reply[0])
             for sid, flat in reply[1]:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True))
-                entries.append(CallbackEntry.from_fields(_text(sid), fields))
+                entries.append(CallbackEntry.from_fields(text(sid), fields))
             if cursor == "0-0":
                 break
         deliveries: dict[str, int] = {}
@@ -176,7 +175,7 @@ class CallbackStream:
             )
             wanted = set(ids)
             for row in pending:
-                sid = _text(row["message_id"])
+                sid = text(row["message_id"])
                 if sid in wanted:
                     deliveries[sid] = int(row["times_delivered"])
         return Reclaimed(entries, deliveries)
@@ -191,9 +190,9 @@ class CallbackStream:
         pipe.xlen(self.keys.dead)
         pipe.time()
         length, groups, first, delayed, dead, now = await pipe.execute(raise_on_error=False)
-        group = next((g for g in groups if _text(g["name"]) == GROUP), None) if isinstance(groups, list) else None
+        group = next((g for g in groups if text(g["name"]) == GROUP), None) if isinstance(groups, list) else None
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-        oldest = (now_ms - _id_key(_text(first[0][0]))[0]) / 1000 if first else 0.0
+        oldest = (now_ms - _id_key(text(first[0][0]))[0]) / 1000 if first else 0.0
         return QueueSnapshot(
             length=int(length) if isinstance(length, int) else 0,
             pending=int(group["pending"]) if group else 0,
@@ -213,12 +212,8 @@ class CallbackStream:
     async def promote_due(self, limit: int) -> tuple[int, float | None]:
         """Move due retries back to the stream; returns (moved, seconds until the next is due)."""
         moved, wait = await self._promote(keys=[self.keys.delayed, self.keys.stream], args=[limit])
-        seconds = float(_text(wait))
+        seconds = float(text(wait))
         return int(moved), (None if seconds < 0 else seconds)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
