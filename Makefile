@@ -29,8 +29,8 @@ test: services migrate
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check worker ops tests bench
-	$(VENV)/bin/ruff format --check worker ops tests bench
+	$(VENV)/bin/ruff check worker ops tests bench testkit
+	$(VENV)/bin/ruff format --check worker ops tests bench testkit
 	$(VENV)/bin/mypy
 
 bench: services

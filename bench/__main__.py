@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-from worker.receiver import Receiver
+from testkit.receiver import Receiver
 
 from . import details, enqueue_rate, image_bench, latency, pacing, status_bench
 from .figures import Figures, rows
@@ -81,7 +81,7 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
             paced_worker.wait_ready(worker_redis.client)
             paced = pacing.backlog(paced_worker, worker_redis.client, receiver, PACED_BACKLOG, timeout=20)
         step("stopping")
-    return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.settings, load)
+    return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.config.settings, load)
 
 
 def status_writer_section() -> tuple[str, str]:

@@ -16,8 +16,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
+from worker.config.variables import signing_key
 from worker.delivery import signing
-from worker.settings import signing_key
 
 from .harness import SECRET
 

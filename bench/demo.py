@@ -25,11 +25,11 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.keys import Keys
+from testkit.receiver import Arrival, Receiver
 from worker.producer import CallbackRequest
-from worker.receiver import Arrival, Receiver
 from worker.storage.engine import make_engine
 from worker.storage.models import Callback
+from worker.streams.keys import Keys
 
 from . import workload
 from .harness import SECRET, CallbackWorker, PrivateRedis, percentile, wait_until

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import redis
 
-from worker.keys import Keys
+from worker.config.settings import Settings
 from worker.producer import CallbackProducer
-from worker.settings import Settings
+from worker.streams.keys import Keys
 
 from . import workload
 from .harness import worker_env

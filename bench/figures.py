@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from redis.utils import HIREDIS_AVAILABLE
 
-from worker import leader
-from worker.settings import Settings
+from worker.config.settings import Settings
+from worker.engine import leader
 
 from .enqueue_rate import EnqueueRates
 from .latency import LatencyRun

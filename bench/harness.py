@@ -26,9 +26,9 @@ from typing import Any, Self
 
 import redis
 
-from worker.keys import Keys
+from worker.config.settings import Settings
 from worker.producer import CallbackProducer
-from worker.settings import Settings
+from worker.streams.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

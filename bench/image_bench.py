@@ -43,8 +43,8 @@ from typing import Any
 
 from PIL import Image
 
+from worker.config.settings import Settings
 from worker.images import ImageConfig, PipelineResult, run_pipeline
-from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from testkit.receiver import Receiver
 from worker.producer import CallbackProducer
-from worker.receiver import Receiver
 
 from . import workload
 from .harness import percentile

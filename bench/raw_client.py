@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import aiohttp
 
+from worker.config.variables import signing_key
 from worker.delivery import signing
-from worker.settings import signing_key
 
 from .harness import SECRET
 

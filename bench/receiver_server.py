@@ -15,7 +15,7 @@ import argparse
 
 from aiohttp import web
 
-from worker.receiver import Receiver
+from testkit.receiver import Receiver
 
 
 def application(receiver: Receiver) -> web.Application:

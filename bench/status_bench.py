@@ -33,9 +33,6 @@ import redis
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from worker import status
-from worker.keys import Keys
-from worker.status import StatusUpdate
 from worker.storage import sql
 from worker.storage.apply import StatusStore, by_table
 from worker.storage.engine import make_engine
@@ -43,6 +40,9 @@ from worker.storage.merge import check, fold, merge
 from worker.storage.migrate import upgrade
 from worker.storage.rules import RULES
 from worker.storage.writer import StatusWriter
+from worker.streams import status
+from worker.streams.keys import Keys
+from worker.streams.status import StatusUpdate
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 
 import redis
 
+from worker.config.runtime import RUNTIME_VARIABLES, ConfigStore
+from worker.config.settings import Settings
 from worker.errors import SettingsError
-from worker.keys import Keys
-from worker.redis_client import redacted, sync_client
-from worker.runtime_config import RUNTIME_VARIABLES, ConfigStore
-from worker.settings import Settings
+from worker.streams.client import redacted, sync_client
+from worker.streams.keys import Keys
 
 from . import commands, render
 

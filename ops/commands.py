@@ -17,12 +17,12 @@ import redis
 from redis.exceptions import ResponseError
 
 from ops.writer import writer_status
-from worker.keys import GROUP, Keys
-from worker.redis_client import text
-from worker.settings import Settings
-from worker.status import StatusUpdate
+from worker.config.settings import Settings
+from worker.streams.client import text
 from worker.streams.entry import CallbackEntry
+from worker.streams.keys import GROUP, Keys
 from worker.streams.scripts import source
+from worker.streams.status import StatusUpdate
 from worker.streams.stream import Settlement
 
 RECOVER_CONSUMER = "ops-recover"

@@ -7,8 +7,8 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from worker.keys import STATUS_GROUP, Keys
-from worker.redis_client import text
+from worker.streams.client import text
+from worker.streams.keys import STATUS_GROUP, Keys
 
 
 def writer_status(client: redis.Redis, keys: Keys) -> dict[str, Any]:

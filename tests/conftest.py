@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import redis
 
-from worker.keys import Keys
-from worker.receiver import Receiver
-from worker.settings import Settings
+from testkit.receiver import Receiver
+from worker.config.settings import Settings
+from worker.streams.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -115,7 +115,7 @@ def keys(namespace: str) -> Keys:
 
 def run_burst(settings: Settings, **kwargs: Any) -> Any:
     """Run a leader in this process until the queue is idle (burst mode)."""
-    from worker.runtime import lead
+    from worker.engine.term import lead
 
     return asyncio.run(asyncio.wait_for(lead(settings, burst=True, **kwargs), timeout=60))
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image, ImageCms, ImageOps
 
-from worker.receiver import BackgroundServer
+from testkit.receiver import BackgroundServer
 
 RED = (220, 20, 20)
 BLUE = (20, 20, 220)

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from worker.status import StatusUpdate
 from worker.storage.models import MODELS
 from worker.storage.rules import INT32, MAX_MS, RULES, ColumnRule
+from worker.streams.status import StatusUpdate
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TABLES = tuple(model.__table__ for model in MODELS)

@@ -136,7 +136,7 @@ def test_an_attempt_in_flight_is_recorded_as_sending(make_settings, receiver, rc
 
 
 def test_one_hanging_host_does_not_hold_up_the_others(make_settings, receiver):
-    from worker.receiver import Receiver
+    from testkit.receiver import Receiver
 
     other = Receiver().start()
     try:
@@ -184,7 +184,7 @@ def test_pacing_spreads_starts_evenly_at_the_global_rate(make_settings, receiver
 
 def _strand(rclient, keys, consumer: str, *, times_delivered: int) -> list[str]:
     """Read every entry as ``consumer`` and leave it pending, idle for a minute, read ``times_delivered`` times."""
-    from worker.keys import GROUP
+    from worker.streams.keys import GROUP
 
     rclient.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
     read = rclient.xreadgroup(GROUP, consumer, {keys.stream: ">"})

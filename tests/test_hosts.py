@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from worker.hosts import HostQueues, host_of
+from worker.engine.hosts import HostQueues, host_of
 from worker.streams.entry import CallbackEntry
 
 _ids = itertools.count(1)

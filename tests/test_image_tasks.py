@@ -17,10 +17,10 @@ from image_fixtures import jpeg, png_rgba
 from PIL import Image
 from sqlalchemy import insert, select
 
-from worker.keys import Keys
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
 from worker.storage.models import Callback, ImageEditTask
+from worker.streams.keys import Keys
 from worker.tasks import InvalidTask, TaskRunner
 
 pytest_plugins = ("storage_fixtures",)

@@ -18,13 +18,13 @@ import pytest
 from conftest import SECRET
 from PIL import Image, ImageOps
 
+from worker.config.settings import Settings
 from worker.errors import SettingsError, WorkerError
 from worker.images import ImageConfig, ImageLimits, InvalidImage, ModelConfig, decode_base64_image, decode_image
 from worker.images.convert import fit_short_side, to_output_mode, to_working_mode
 from worker.images.decode import sniff_format
 from worker.images.errors import FAILURE_CODES, INVALID_CODES, ImageError, StageFailed
 from worker.images.media import encode_image, read_media_file, resolve_media_path, save_result
-from worker.settings import Settings
 
 LIMITS = ImageLimits()
 

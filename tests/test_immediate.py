@@ -13,11 +13,11 @@ from standardwebhooks.webhooks import Webhook
 from test_storage_writer import database_rows, make_writer
 
 from worker.delivery.targets import forbidden_reason
+from worker.engine.immediate import deliver_now
 from worker.errors import InvalidCallbackURL, InvalidPayload
-from worker.immediate import deliver_now
-from worker.redis_client import sync_client
 from worker.storage.apply import StatusStore
 from worker.storage.engine import make_engine
+from worker.streams.client import sync_client
 
 pytest_plugins = ("storage_fixtures",)  # fixtures: real databases, servers of our own
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from worker.errors import LeaseLost
-from worker.redis_client import async_client
+from worker.streams.client import async_client
 from worker.streams.lease import LeaderLease
 from worker.streams.stream import CallbackStream
 

@@ -13,10 +13,10 @@ from conftest import ROOT, run_burst, settings_env
 from ops import commands, render
 from ops.__main__ import main
 from ops.commands import RecoverReport, ReplayFilter
-from worker.keys import GROUP, Keys
 from worker.producer import CallbackProducer, new_callback_id
-from worker.redis_client import sync_client
+from worker.streams.client import sync_client
 from worker.streams.entry import CallbackEntry
+from worker.streams.keys import GROUP, Keys
 
 FAST_CLAIM = {"CALLBACK_TIMEOUT": "0.5", "CALLBACK_CLAIM_IDLE": "5.5"}
 

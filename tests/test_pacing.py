@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-from worker.keys import Keys
-from worker.pacing import Reservation, reserve
-from worker.redis_client import async_client
-from worker.streams.pace import MICRO, Pace
+from worker.streams.client import async_client
+from worker.streams.keys import Keys
+from worker.streams.pace import MICRO, Pace, Reservation, reserve
 
 # (tat, now, interval, want, horizon) -> (granted, offset, new tat)
 RESERVE: list[tuple[tuple[float, float, float, int, float], tuple[int, float, float]]] = [

@@ -19,8 +19,8 @@ from worker.errors import (
     PayloadTooLarge,
     WorkerError,
 )
-from worker.keys import Keys
 from worker.producer import CallbackProducer, CallbackRequest
+from worker.streams.keys import Keys
 
 ID = re.compile(r"msg_[0-9a-f]{32}")
 URL = "https://hooks.example/cb"

@@ -16,10 +16,10 @@ from image_fixtures import jpeg
 from PIL import Image
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from testkit.receiver import Receiver
+from worker.config.runtime import ConfigStore, apply
 from worker.errors import SettingsError
 from worker.producer import CallbackProducer
-from worker.receiver import Receiver
-from worker.runtime_config import ConfigStore, apply
 from worker.tasks import TaskRunner
 
 NEW_SECRET = "whsec_" + base64.b64encode(b"another key of thirty-two bytes!").decode()
@@ -129,7 +129,7 @@ def test_image_tasks_use_new_stages_from_the_next_task_on(make_settings, tmp_pat
 
 
 def settings_keys(settings):
-    from worker.keys import Keys
+    from worker.streams.keys import Keys
 
     return Keys(settings.namespace, settings.queue)
 

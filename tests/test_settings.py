@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from conftest import SECRET
 
+from worker.config.settings import Settings, local_signing_secret
+from worker.config.variables import VARIABLES
 from worker.errors import SettingsError
-from worker.settings import VARIABLES, Settings, local_signing_secret
 
 BY_NAME = {var.name: var for var in VARIABLES}
 OTHER_SECRET = "whsec_" + base64.b64encode(b"o" * 32).decode()

@@ -10,8 +10,9 @@ import pytest
 from conftest import SECRET
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from worker.config.settings import Settings
+from worker.config.variables import signing_key
 from worker.delivery.signing import SigningKeys, headers, signature
-from worker.settings import Settings, signing_key
 
 A_SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()
 B_SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from storage_helpers import updates
 
-from worker import status
-from worker.status import StatusUpdate
 from worker.storage import merge
 from worker.storage.entries import decode_entry
 from worker.storage.merge import RowChange
+from worker.streams import status
+from worker.streams.status import StatusUpdate
 
 SEQUENCES = st.lists(updates(), max_size=40)
 

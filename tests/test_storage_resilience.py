@@ -15,12 +15,12 @@ from test_storage_writer import database_rows, expected, lifecycle, make_writer,
 
 from worker.actors.status_writer import declare
 from worker.actors.watch import LeaseWatch
-from worker.keys import STATUS_GROUP
-from worker.redis_client import sync_client
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
 from worker.storage.service import WriterLease, run_status_writer
 from worker.storage.writer import StatusWriter
+from worker.streams.client import sync_client
+from worker.streams.keys import STATUS_GROUP
 
 pytest_plugins = ("storage_fixtures",)  # fixtures: real databases, servers of our own
 
@@ -178,9 +178,9 @@ def test_the_actor_is_started_by_the_watch_and_stops_with_the_worker(make_settin
 
 
 def test_a_fresh_sqlite_database_is_migrated_by_the_writer_itself(tmp_path, make_settings, keys, client):
-    from worker.status import callback_queued, record_status
     from worker.storage.migrate import current, ensure_schema, head
     from worker.storage.service import run_status_writer
+    from worker.streams.status import callback_queued, record_status
 
     url = f"sqlite:///{tmp_path / 'fresh' / 'worker.db'}"
     record_status([callback_queued("msg_1", "https://example.com/", None, 1_700_000_000_000)], client, keys)

@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from storage_helpers import rows, updates
 from test_storage_merge import one_by_one
 
-from worker import status
-from worker.keys import STATUS_GROUP
-from worker.status import StatusUpdate
 from worker.storage import merge
 from worker.storage.apply import StatusStore
 from worker.storage.engine import make_engine
 from worker.storage.writer import StatusWriter
+from worker.streams import status
+from worker.streams.keys import STATUS_GROUP
+from worker.streams.status import StatusUpdate
 
 pytest_plugins = ("storage_fixtures",)  # fixtures: real databases, servers of our own
 

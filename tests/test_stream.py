@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from worker.keys import GROUP
-from worker.redis_client import async_client
+from worker.streams.client import async_client
 from worker.streams.entry import CallbackEntry
+from worker.streams.keys import GROUP
 from worker.streams.stream import CallbackStream, Settlement
 
 
@@ -40,8 +40,8 @@ def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, k
 
 
 def test_a_sending_update_is_dropped_when_its_attempt_ends_in_the_same_settlement():
-    from worker import status
     from worker.storage.entries import decode_entry
+    from worker.streams import status
 
     settlement = Settlement()
     settlement.record_sending(status.callback_sending("msg_done", 1, 1000))

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from conftest import SECRET
 
+from worker.config.settings import Settings
 from worker.delivery.sender import AttemptResult, Sender
 from worker.delivery.signing import SigningKeys
 from worker.delivery.targets import (
@@ -30,7 +31,6 @@ from worker.delivery.targets import (
     parse_ip_literal,
 )
 from worker.errors import BlockedAddress, InvalidCallbackURL
-from worker.settings import Settings
 from worker.streams.entry import CallbackEntry
 
 # "127.0.0.1" in fullwidth digits: aiohttp maps it to 127.0.0.1 and skips the resolver.

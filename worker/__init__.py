@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .config.settings import Settings
 from .errors import (
     EnqueueFailed,
     InvalidCallback,
@@ -22,7 +23,6 @@ from .errors import (
     WorkerError,
 )
 from .producer import CallbackProducer, CallbackRequest
-from .settings import Settings
 
 __all__ = [
     "CallbackProducer",

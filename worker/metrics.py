@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .delivery.policy import Action, Decision
 from .delivery.sender import AttemptResult
-from .observer import DeliveryObserver
+from .engine.observer import DeliveryObserver
 from .streams.entry import CallbackEntry
 from .streams.stream import QueueSnapshot
 

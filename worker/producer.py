@@ -11,13 +11,13 @@ from typing import Any
 
 import redis
 
-from . import status
+from .config.settings import Settings
 from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
-from .keys import Keys
-from .redis_client import redacted, sync_client
-from .settings import Settings
+from .streams import status
+from .streams.client import redacted, sync_client
 from .streams.entry import CallbackEntry
+from .streams.keys import Keys
 from .streams.scripts import source
 
 

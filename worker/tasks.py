@@ -26,16 +26,17 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select
 
-from . import metrics, runtime_config
+from . import metrics
+from .config import runtime as runtime_config
+from .config.runtime import ConfigStore
+from .config.settings import Settings
+from .engine.immediate import ImmediateResult, deliver_now
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
-from .immediate import ImmediateResult, deliver_now
-from .keys import Keys
 from .producer import CallbackProducer, encode_payload
-from .runtime_config import ConfigStore
-from .settings import Settings
-from .status import StatusUpdate, record_status
 from .streams.entry import CallbackEntry
+from .streams.keys import Keys
+from .streams.status import StatusUpdate, record_status
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from .metrics import use_multiprocess_dir
 
 use_multiprocess_dir()  # before anything imports prometheus_client
 
+from ..config.settings import Settings  # noqa: E402
 from ..errors import SettingsError  # noqa: E402
-from ..settings import Settings  # noqa: E402
 from .broker import build_broker  # noqa: E402
 from .images import declare as declare_images  # noqa: E402
 from .leader import declare as declare_leader  # noqa: E402

@@ -7,8 +7,8 @@ from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
-from ..keys import Keys
-from ..settings import Settings
+from ..config.settings import Settings
+from ..streams.keys import Keys
 from .metrics import DramatiqMetrics
 from .watch import LeaseWatch
 

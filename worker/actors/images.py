@@ -7,8 +7,8 @@ from typing import Any
 
 import dramatiq
 
-from ..redis_client import sync_client
-from ..settings import Settings
+from ..config.settings import Settings
+from ..streams.client import sync_client
 from ..tasks import InvalidTask, TaskRunner
 
 IMAGE_ACTOR = "process_image_edit_task"

@@ -6,10 +6,10 @@ import logging
 
 import dramatiq
 
-from ..keys import Keys
+from ..config.settings import Settings
+from ..engine.term import lead
 from ..metrics import DeliveryMetrics
-from ..runtime import lead
-from ..settings import Settings
+from ..streams.keys import Keys
 from .watch import LEADER_ACTOR, LeaseWatch
 
 log = logging.getLogger(__name__)

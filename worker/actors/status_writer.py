@@ -21,10 +21,10 @@ import dramatiq
 import redis
 from dramatiq import Broker
 
-from ..keys import Keys
-from ..redis_client import sync_client, text
-from ..settings import Settings
+from ..config.settings import Settings
 from ..storage.service import run_status_writer
+from ..streams.client import sync_client, text
+from ..streams.keys import Keys
 from .watch import LeaseWatch
 
 STATUS_WRITER_ACTOR = "write_statuses"

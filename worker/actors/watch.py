@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import redis
 from dramatiq import Broker, Middleware, Worker
 
-from ..redis_client import sync_client
-from ..settings import Settings
+from ..config.settings import Settings
+from ..streams.client import sync_client
 
 log = logging.getLogger(__name__)
 

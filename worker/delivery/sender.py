@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..config.settings import Settings
 from ..errors import BlockedAddress
-from ..settings import Settings
 from ..streams.entry import CallbackEntry
 from . import signing
 from .targets import AddressRefused, GuardedResolver, guard_literal_host

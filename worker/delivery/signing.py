@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-from ..settings import signing_key
+from ..config.variables import signing_key
 
 
 def signature(key: bytes, callback_id: str, timestamp: int, body: bytes) -> str:

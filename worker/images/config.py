@@ -1,4 +1,4 @@
-"""The image pipeline's configuration, taken from :class:`~worker.settings.Settings` once.
+"""The image pipeline's configuration, taken from :class:`~worker.config.settings.Settings` once.
 
 Stages and helpers receive these small frozen objects instead of the whole
 settings, so they are easy to build in tests and to swap on a config reload.
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..settings import Settings
+from ..config.settings import Settings
 
 MODEL_CONNECT_TIMEOUT = 5.0  # seconds; capped at IMAGE_MODEL_TIMEOUT
 

@@ -7,8 +7,8 @@ import sys
 
 from sqlalchemy.engine import make_url
 
+from ..config.settings import Settings
 from ..errors import SettingsError
-from ..settings import Settings
 from . import migrate
 
 

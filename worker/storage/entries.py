@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from ..redis_client import text
-from ..status import StatusUpdate, expand_queued
+from ..streams.client import text
+from ..streams.status import StatusUpdate, expand_queued
 from .apply import StatusStore
 from .merge import check, merge
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..status import StatusUpdate
+from ..streams.status import StatusUpdate
 from .rules import MAX_MS, RULES, ColumnRule, TableRules
 
 Row = dict[str, Any]

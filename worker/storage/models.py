@@ -1,7 +1,7 @@
 """The worker's tables as SQLAlchemy 2.0 declarative models.
 
 Rows are written only by the status writer, from status updates (see
-:mod:`worker.status`); how each column merges is declared here, in the
+:mod:`worker.streams.status`); how each column merges is declared here, in the
 column's ``info``, and read by :mod:`worker.storage.rules`:
 
 - ``merge``: ``"last"`` (default, last write in stream order wins), ``"max"``
@@ -24,7 +24,7 @@ from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..status import CALLBACK_STATES, TERMINAL_CALLBACK_STATES
+from ..streams.status import CALLBACK_STATES, TERMINAL_CALLBACK_STATES
 
 TASK_STATES = ("queued", "running", "success", "failed")
 TASK_CALLBACK_STATES = ("not_required", *CALLBACK_STATES)

@@ -23,9 +23,9 @@ import redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..keys import Keys
-from ..redis_client import sync_client
-from ..settings import Settings
+from ..config.settings import Settings
+from ..streams.client import sync_client
+from ..streams.keys import Keys
 from .apply import StatusStore
 from .engine import make_engine
 from .entries import reason

@@ -35,8 +35,8 @@ from redis.exceptions import ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
-from ..keys import STATUS_GROUP, Keys
-from ..redis_client import text
+from ..streams.client import text
+from ..streams.keys import STATUS_GROUP, Keys
 from .apply import IncompleteWrite, StatusStore
 from .entries import Entry, decode_entry, reason, write
 

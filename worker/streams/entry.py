@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..redis_client import text
+from .client import text
 
 
 @dataclass(frozen=True)

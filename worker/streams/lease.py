@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from ..keys import Keys
+from .keys import Keys
 from .scripts import source
 
 

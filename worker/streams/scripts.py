@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-_HERE = Path(__file__).parent
+_HERE = Path(__file__).parent / "lua"
 
 
 @cache

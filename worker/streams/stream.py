@@ -9,13 +9,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .. import status
 from ..errors import LeaseLost
-from ..keys import GROUP, Keys
-from ..redis_client import text
-from ..status import StatusUpdate
+from . import status
+from .client import text
 from .entry import CallbackEntry
+from .keys import GROUP, Keys
 from .scripts import source
+from .status import StatusUpdate
 
 
 @dataclass

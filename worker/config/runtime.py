@@ -23,9 +23,10 @@ from typing import Any
 
 import redis
 
-from .errors import SettingsError
-from .keys import Keys
-from .settings import VARIABLES, Settings
+from ..errors import SettingsError
+from ..streams.keys import Keys
+from .settings import Settings
+from .variables import VARIABLES
 
 RUNTIME_VARIABLES = (
     "CALLBACK_RATE",
@@ -86,7 +87,7 @@ def apply(base: Settings, values: Mapping[str, str]) -> Settings:
             raise SettingsError(f"{name}={shown!r} is invalid: {e}. Allowed: {var.allowed}.") from e
     settings = base.with_overrides(**changes)
     if "image_stages" in changes:
-        from .images import ImageConfig, check_config
+        from ..images import ImageConfig, check_config
 
         check_config(ImageConfig.from_settings(settings))
     return settings

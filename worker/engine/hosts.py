@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from urllib.parse import urlsplit
 
-from .streams.entry import CallbackEntry
+from ..streams.entry import CallbackEntry
 
 
 @functools.lru_cache(maxsize=16384)  # a burst repeats few URLs; parsing each twice per delivery adds up

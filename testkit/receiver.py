@@ -15,7 +15,7 @@ library and records every arrival. Paths choose its behaviour:
 ``/_stats``              GET: JSON counts, for a receiver in another process
 =======================  ==============================================================
 
-Run it on its own with ``python -m worker.receiver --port 8080 [--secret whsec_...]``.
+Run it on its own with ``python -m testkit.receiver --port 8080 [--secret whsec_...]``.
 """
 
 from __future__ import annotations

@@ -23,18 +23,18 @@ from typing import Any
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import status
-from .delivery.policy import Action, decide, parse_retry_after
-from .delivery.sender import Sender
-from .delivery.signing import SigningKeys
-from .delivery.targets import check_callback_url
-from .keys import Keys
-from .producer import encode_payload, new_callback_id
-from .settings import Settings
-from .status import StatusUpdate
-from .storage.apply import StatusStore
-from .storage.merge import merge
-from .streams.entry import CallbackEntry
+from ..config.settings import Settings
+from ..delivery.policy import Action, decide, parse_retry_after
+from ..delivery.sender import Sender
+from ..delivery.signing import SigningKeys
+from ..delivery.targets import check_callback_url
+from ..producer import encode_payload, new_callback_id
+from ..storage.apply import StatusStore
+from ..storage.merge import merge
+from ..streams import status
+from ..streams.entry import CallbackEntry
+from ..streams.keys import Keys
+from ..streams.status import StatusUpdate
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from . import status
-from .delivery.policy import Action, Decision
-from .delivery.sender import AttemptResult
-from .delivery.targets import describe
-from .streams.entry import CallbackEntry
-from .streams.stream import Settlement
+from ..delivery.policy import Action, Decision
+from ..delivery.sender import AttemptResult
+from ..delivery.targets import describe
+from ..streams import status
+from ..streams.entry import CallbackEntry
+from ..streams.stream import Settlement
 
 log = logging.getLogger(__name__)
 

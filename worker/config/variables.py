@@ -1,9 +1,9 @@
-"""One frozen settings object, read from the environment once at the entry point.
+"""Every environment variable the worker reads: its name, the settings field, parser, and what it allows.
 
-Every variable, its default and what it accepts is listed in ``VARIABLES`` and
-documented in the README. An unknown ``CALLBACK_*`` variable (a typo, usually)
-or a malformed value stops start-up with a :class:`SettingsError` that names
-the variable, what was given and what is allowed.
+``VARIABLES`` is the table the README documents; :func:`reject_unknown` refuses a
+``CALLBACK_*`` name it does not list (a typo, usually). Parsers raise
+``ValueError`` with what is wrong; :meth:`Settings.from_env` turns that into a
+:class:`~worker.errors.SettingsError` naming the variable.
 """
 
 from __future__ import annotations
@@ -12,133 +12,16 @@ import base64
 import difflib
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
-VAR_DIR = Path("var")
 SECRET_PREFIX = "whsec_"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated configuration of one worker deployment.
-
-    Build it with :meth:`from_env` at an entry point and pass it down; nothing
-    else in the package reads the environment.
-    """
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = f"sqlite:///{VAR_DIR}/worker.db"
-    namespace: str = "cbw"
-    queue: str = "default"
-    batch_size: int = 100
-    min_interval: float = 0.5
-    max_delay: float = 1.0
-    rate: float = 200.0
-    host_concurrency: int = 8
-    timeout: float = 10.0
-    connect_timeout: float = 3.0
-    claim_idle: float = 30.0
-    lease_ttl: float = 10.0
-    retry_schedule: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
-    max_attempts: int = 7
-    max_deliveries: int = 5
-    retry_after_max: float = 3600.0
-    signing_secret: str = field(default="", repr=False)
-    signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    allow_private: bool = False
-    immediate: bool = False
-    max_payload_bytes: int = 1024 * 1024
-    max_response_bytes: int = 64 * 1024
-    metrics_port: int = 9191
-    media_root: Path = VAR_DIR / "media"
-    status_flush_interval: float = 0.1
-    status_flush_size: int = 500
-    image_stages: tuple[str, ...] = ("validate", "resize", "format")
-    image_short_side: int = 350
-    image_max_pixels: int = 50_000_000
-    image_max_bytes: int = 20 * 1024 * 1024
-    image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
-    image_jpeg_quality: int = 90
-    image_model_url: str = field(default="", repr=False)  # may carry a key (?code=...)
-    image_model_url_prefixes: tuple[str, ...] = ()
-    image_model_timeout: float = 60.0
-    image_model_retries: int = 2
-    image_model_backoff: float = 1.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, signs: bool = True) -> Settings:
-        """Read, validate and return the settings from ``environ`` (default ``os.environ``).
-
-        Without ``CALLBACK_SIGNING_SECRET``, a process that ``signs`` (a worker)
-        uses the one kept in ``var/signing_secret``, creating it on first use;
-        one that does not (a producer, an operator command) creates no file.
-        """
-        env = dict(os.environ if environ is None else environ)
-        reject_unknown(env)
-        values: dict[str, Any] = {}
-        for var in VARIABLES:
-            raw = env.get(var.name)
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                values[var.attr] = var.parse(raw.strip())
-            except (ValueError, TypeError) as e:
-                raise SettingsError(f"{var.name}={_shown(var, raw)!r} is invalid: {e}. Allowed: {var.allowed}.") from e
-        if "rate" not in values:
-            batch = values.get("batch_size", cls.batch_size)
-            interval = values.get("min_interval", cls.min_interval)
-            values["rate"] = batch / interval
-        if "max_attempts" not in values and "retry_schedule" in values:
-            values["max_attempts"] = len(values["retry_schedule"]) + 1
-        timeout = values.get("timeout", cls.timeout)
-        values.setdefault("connect_timeout", min(cls.connect_timeout, timeout))
-        values.setdefault("claim_idle", max(cls.claim_idle, 2 * timeout + 5))
-        if "signing_secret" not in values and signs:
-            values["signing_secret"] = local_signing_secret(VAR_DIR / "signing_secret")
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields changed, validated like :meth:`from_env`."""
-        settings = replace(self, **changes)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """Cross-field rules; raises :class:`SettingsError` naming the variables involved."""
-        margin = 5.0
-        if self.claim_idle < self.timeout + margin:
-            raise SettingsError(
-                f"CALLBACK_CLAIM_IDLE={self.claim_idle:g} must be at least CALLBACK_TIMEOUT "
-                f"({self.timeout:g}) + {margin:g} s, or deliveries still in flight are claimed twice. "
-                f"Set CALLBACK_CLAIM_IDLE={self.timeout + margin:g} or more."
-            )
-        batch_rate = self.batch_size / self.min_interval
-        if self.rate > batch_rate * (1 + 1e-9):
-            raise SettingsError(
-                f"CALLBACK_RATE={self.rate:g}/s exceeds CALLBACK_BATCH_SIZE / CALLBACK_MIN_INTERVAL "
-                f"= {self.batch_size} / {self.min_interval:g} s = {batch_rate:g}/s. Raise the batch size, "
-                "lower the interval, or lower the rate."
-            )
-        if self.connect_timeout > self.timeout:
-            raise SettingsError(
-                f"CALLBACK_CONNECT_TIMEOUT={self.connect_timeout:g} must not exceed CALLBACK_TIMEOUT={self.timeout:g}."
-            )
-
-    @property
-    def emission_interval(self) -> float:
-        """Seconds between two delivery starts at the global rate."""
-        return 1.0 / self.rate
 
 
 @dataclass(frozen=True)
@@ -215,7 +98,7 @@ def signing_key(secret: str) -> bytes:
     return key
 
 
-def _secret(raw: str) -> str:
+def secret_value(raw: str) -> str:
     signing_key(raw)
     return raw
 
@@ -320,7 +203,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALLBACK_MAX_ATTEMPTS", "max_attempts", _number(int, low=1, high=100), "an integer 1..100"),
     Variable("CALLBACK_MAX_DELIVERIES", "max_deliveries", _number(int, low=2, high=1000), "an integer >= 2"),
     Variable("CALLBACK_RETRY_AFTER_MAX", "retry_after_max", _number(float, low=0), "seconds >= 0"),
-    Variable("CALLBACK_SIGNING_SECRET", "signing_secret", _secret, "whsec_ + base64 of >= 24 bytes", secret=True),
+    Variable("CALLBACK_SIGNING_SECRET", "signing_secret", secret_value, "whsec_ + base64 of >= 24 bytes", secret=True),
     Variable(
         "CALLBACK_SIGNING_SECRETS",
         "signing_secrets",
@@ -378,7 +261,8 @@ VARIABLES: tuple[Variable, ...] = (
 _KNOWN = {var.name for var in VARIABLES}
 
 
-def _shown(var: Variable, raw: str) -> str:
+def shown(var: Variable, raw: str) -> str:
+    """``raw`` as it may appear in a message: secrets redacted."""
     return "<redacted>" if var.secret else raw
 
 
@@ -389,22 +273,3 @@ def reject_unknown(env: Mapping[str, str]) -> None:
             close = difflib.get_close_matches(name, sorted(_KNOWN), n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             raise SettingsError(f"unknown setting {name}.{hint} Known: {', '.join(sorted(_KNOWN))}.")
-
-
-def local_signing_secret(path: Path) -> str:
-    """The signing secret kept in ``path``, created (mode 0600) on first use.
-
-    It is the embedded default for a single machine; deployments with more than
-    one host set ``CALLBACK_SIGNING_SECRET`` so every worker signs alike.
-    """
-    if path.exists():
-        return _secret(path.read_text().strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return _secret(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret

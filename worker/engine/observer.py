@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .delivery.policy import Decision
-    from .delivery.sender import AttemptResult
-    from .streams.entry import CallbackEntry
-    from .streams.stream import QueueSnapshot
+    from ..delivery.policy import Decision
+    from ..delivery.sender import AttemptResult
+    from ..streams.entry import CallbackEntry
+    from ..streams.stream import QueueSnapshot
 
 
 class DeliveryObserver:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .delivery.sender import Sender
-from .delivery.signing import SigningKeys
+from ..config.settings import Settings
+from ..delivery.sender import Sender
+from ..delivery.signing import SigningKeys
+from ..streams.client import async_client
 from .leader import Leader, LeaderExit
 from .observer import DeliveryObserver
-from .redis_client import async_client
-from .settings import Settings
 
 
 async def lead(

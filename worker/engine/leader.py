@@ -26,20 +26,21 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from . import runtime_config, status
-from .delivery.policy import Action, Decision, decide, parse_retry_after
-from .delivery.sender import AttemptResult, Sender
-from .delivery.signing import SigningKeys
-from .errors import LeaseLost, WorkerError
+from ..config import runtime as runtime_config
+from ..config.settings import Settings
+from ..delivery.policy import Action, Decision, decide, parse_retry_after
+from ..delivery.sender import AttemptResult, Sender
+from ..delivery.signing import SigningKeys
+from ..errors import LeaseLost, WorkerError
+from ..streams import status
+from ..streams.entry import CallbackEntry
+from ..streams.keys import Keys
+from ..streams.lease import LeaderLease
+from ..streams.pace import Pace
+from ..streams.stream import CallbackStream, Settlement
+from .attempt import record_outcome, record_poison
 from .hosts import HostQueues
-from .keys import Keys
 from .observer import DeliveryObserver
-from .outcomes import record_outcome, record_poison
-from .settings import Settings
-from .streams.entry import CallbackEntry
-from .streams.lease import LeaderLease
-from .streams.pace import Pace
-from .streams.stream import CallbackStream, Settlement
 
 log = logging.getLogger(__name__)
 
