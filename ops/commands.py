@@ -22,8 +22,8 @@ from worker.streams.client import text
 from worker.streams.entry import CallbackEntry
 from worker.streams.keys import GROUP, Keys
 from worker.streams.scripts import source
+from worker.streams.settlement import Settlement
 from worker.streams.status import StatusUpdate
-from worker.streams.stream import Settlement
 
 RECOVER_CONSUMER = "ops-recover"
 BATCH = 100

@@ -9,7 +9,8 @@ import pytest
 from worker.streams.client import async_client
 from worker.streams.entry import CallbackEntry
 from worker.streams.keys import GROUP
-from worker.streams.stream import CallbackStream, Settlement
+from worker.streams.settlement import Settlement
+from worker.streams.stream import CallbackStream
 
 
 @pytest.mark.parametrize("kind", ["delay", "dead", "again"])

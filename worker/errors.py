@@ -45,3 +45,7 @@ class EnqueueFailed(WorkerError):
 
 class LeaseLost(WorkerError):
     """This process no longer holds the leader lease (fenced off)."""
+
+
+class StreamGone(WorkerError):
+    """The stream or its consumer group vanished under a command (``ops reset``): create it again."""

@@ -81,6 +81,15 @@ def compute_backoff(
     return base * (1.0 + jitter * rand())
 
 
+def retry_pause(failures: int, *, first: float = 0.05, cap: float = 2.0) -> float:
+    """Seconds a loop waits after ``failures`` consecutive failures of Redis or the database.
+
+    Doubles from ``first`` up to ``cap``: the leader's and the status writer's
+    loops both use it (with their own caps), so an outage costs few round trips.
+    """
+    return min(cap, first * 2.0 ** min(max(failures, 0), 30))
+
+
 @dataclass(frozen=True)
 class Decision:
     """The next step for a callback after an attempt."""

@@ -9,7 +9,7 @@ from ..delivery.sender import AttemptResult
 from ..delivery.targets import describe
 from ..streams import status
 from ..streams.entry import CallbackEntry
-from ..streams.stream import Settlement
+from ..streams.settlement import Settlement
 
 log = logging.getLogger(__name__)
 

@@ -24,20 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from ..config import runtime as runtime_config
 from ..config.settings import Settings
-from ..delivery.policy import Action, Decision, decide, parse_retry_after
+from ..delivery.policy import Action, Decision, decide, parse_retry_after, retry_pause
 from ..delivery.sender import AttemptResult, Sender
 from ..delivery.signing import SigningKeys
-from ..errors import LeaseLost, WorkerError
+from ..errors import LeaseLost, StreamGone, WorkerError
 from ..streams import status
 from ..streams.entry import CallbackEntry
 from ..streams.keys import Keys
 from ..streams.lease import LeaderLease
 from ..streams.pace import Pace
-from ..streams.stream import CallbackStream, Settlement
+from ..streams.settlement import Settlement
+from ..streams.stream import CallbackStream
 from .attempt import record_outcome, record_poison
 from .hosts import HostQueues
 from .observer import DeliveryObserver
@@ -172,10 +173,7 @@ class Leader:
             try:
                 entries = await self.stream.read(self.consumer, min(room, self.settings.batch_size), block)
                 failures = 0
-            except ResponseError as e:
-                if "NOGROUP" not in str(e) and "UNBLOCKED" not in str(e):
-                    raise
-                # The stream was deleted (ops reset), before or during the read: start over.
+            except StreamGone:  # deleted by ops reset, before or during the read: start over
                 await self.stream.ensure_group()
                 continue
             except (RedisError, OSError) as e:
@@ -433,7 +431,7 @@ class Leader:
         self._space.set()
 
     async def _backoff(self, what: str, error: BaseException, failures: int) -> None:
-        delay = min(MAX_BACKOFF, 0.05 * 2 ** min(failures, 6))
+        delay = retry_pause(failures, cap=MAX_BACKOFF)
         log.warning("%s failed (%s: %s); retrying in %.2fs", what, type(error).__name__, error, delay)
         await asyncio.sleep(delay)
 

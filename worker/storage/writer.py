@@ -35,6 +35,7 @@ from redis.exceptions import ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
+from ..delivery.policy import retry_pause
 from ..streams.client import text
 from ..streams.keys import STATUS_GROUP, Keys
 from .apply import IncompleteWrite, StatusStore
@@ -274,7 +275,7 @@ class StatusWriter:
                 self.failures += 1
                 self.retries += 1
                 metrics.STATUS_ERRORS.labels(self.keys.namespace).inc()
-                delay = min(MAX_BACKOFF, 0.05 * 2 ** min(self.failures, 7))
+                delay = retry_pause(self.failures, cap=MAX_BACKOFF)
                 log.warning("status writer: %s (%s); retrying in %.2fs", type(e).__name__, reason(e), delay)
                 _sleep(delay, lambda: should_stop() or not keep_lease())
                 continue

@@ -3,96 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from ..errors import LeaseLost
-from . import status
+from ..errors import LeaseLost, StreamGone
 from .client import text
 from .entry import CallbackEntry
 from .keys import GROUP, Keys
 from .scripts import source
-from .status import StatusUpdate
-
-
-@dataclass
-class Settlement:
-    """Outcomes collected for one call of ``settle.lua`` (one round trip for many callbacks).
-
-    Status updates for the database ride along as one status stream entry, so
-    a callback's final state is recorded atomically with its ack.
-    """
-
-    args: list[str] = field(default_factory=list)
-    count: int = 0
-    updates: list[StatusUpdate] = field(default_factory=list)
-    sending: dict[str, StatusUpdate] = field(default_factory=dict)
-
-    def record(self, updates: list[StatusUpdate]) -> None:
-        """Add status updates to write with this settlement."""
-        for update in updates:
-            # An attempt that ends before this settlement is written makes its "sending" update
-            # invisible: the writer's merge would let the final state overwrite every field of it.
-            if update.table == "callbacks":
-                self.sending.pop(update.key, None)
-        self.updates.extend(updates)
-
-    def record_sending(self, update: StatusUpdate) -> None:
-        """Add an attempt's "sending" update; dropped again if the attempt ends before the write."""
-        self.sending[update.key] = update
-
-    def absorb(self, other: Settlement) -> None:
-        """Take over everything ``other`` holds (after a failed settle, to try again)."""
-        self.args[:0] = other.args
-        self.count += other.count
-        self.updates[:0] = other.updates
-        self.sending = {**other.sending, **self.sending}
-
-    def script_args(self) -> list[str]:
-        """ARGV records for ``settle.lua``."""
-        updates = [*self.sending.values(), *self.updates] if self.sending else self.updates
-        if not updates:
-            return self.args
-        return [*self.args, "status", status.encode(updates)]
-
-    @property
-    def empty(self) -> bool:
-        return not self.count and not self.updates and not self.sending
-
-    def ack(self, entry: CallbackEntry) -> None:
-        """Delivered: remove it."""
-        self._add("ack", _sid(entry))
-
-    def delay(self, entry: CallbackEntry, seconds: float, counter: str) -> None:
-        """Wait in the delayed set (a retry, or a deferral that is not an attempt)."""
-        self._add("delay", _sid(entry), str(int(seconds * 1000)), entry.member(), counter)
-
-    def dead(self, entry: CallbackEntry, extra: dict[str, str]) -> None:
-        """Append to the dead-letter stream with the reason and last outcome in ``extra``."""
-        self._with_fields("dead", entry, {**entry.fields(), **extra})
-
-    def again(self, entry: CallbackEntry) -> None:
-        """Hand back at the stream's tail (unstarted work of a leader that is stepping down)."""
-        self._with_fields("again", entry, entry.fields())
-
-    def _with_fields(self, kind: str, entry: CallbackEntry, fields: dict[str, str]) -> None:
-        flat = [str(len(fields))]
-        for key, value in fields.items():
-            flat += [key, value]
-        self._add(kind, _sid(entry), *flat)
-
-    def _add(self, *args: str) -> None:
-        self.args.extend(args)
-        self.count += 1
-
-
-def _sid(entry: CallbackEntry) -> str:
-    if entry.stream_id is None:
-        raise ValueError(f"callback {entry.callback_id} was not read from the stream; it cannot be settled")
-    return entry.stream_id
+from .settlement import Settlement
 
 
 @dataclass(frozen=True)
@@ -135,9 +57,14 @@ class CallbackStream:
 
     async def read(self, consumer: str, count: int, block: float) -> list[CallbackEntry]:
         """New entries for ``consumer``, waiting up to ``block`` seconds for the first."""
-        reply: Any = await self._client.xreadgroup(
-            GROUP, consumer, {self.keys.stream: ">"}, count=count, block=max(1, int(block * 1000))
-        )
+        try:
+            reply: Any = await self._client.xreadgroup(
+                GROUP, consumer, {self.keys.stream: ">"}, count=count, block=max(1, int(block * 1000))
+            )
+        except ResponseError as e:
+            if "NOGROUP" in str(e) or "UNBLOCKED" in str(e):  # deleted before or during the read
+                raise StreamGone(f"{self.keys.stream} or its group was deleted") from e
+            raise
         return [CallbackEntry.from_fields(text(sid), fields) for _, messages in reply or [] for sid, fields in messages]
 
     async def reclaim(self, consumer: str, min_idle: float, fence: tuple[str, int], count: int = 100) -> Reclaimed:
@@ -221,4 +148,4 @@ def _id_key(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-__all__: Sequence[str] = ("CallbackStream", "QueueSnapshot", "Reclaimed", "Settlement")
+__all__: Sequence[str] = ("CallbackStream", "QueueSnapshot", "Reclaimed")
