@@ -124,6 +124,12 @@ class Unserialisable:
     pass
 
 
+NESTED: list[Any] = []
+_inner = NESTED
+for _ in range(100_000):  # deeper than the interpreter's recursion limit
+    _inner.append([])
+    _inner = _inner[0]
+
 # (url, payload, task_id, error class, what the message says)
 BAD: list[tuple[Any, Any, Any, type[InvalidCallback], str]] = [
     ("ftp://hooks.example/cb", {}, None, InvalidCallbackURL, "must start with http:// or https://"),
@@ -143,6 +149,12 @@ BAD: list[tuple[Any, Any, Any, type[InvalidCallback], str]] = [
     (URL, {"path": "image-\udcff.png"}, None, InvalidPayload, "lone surrogate"),
     (URL, {}, 17, InvalidCallback, "task_id must be a string or None, got int"),
     (URL, {}, b"t1", InvalidCallback, "task_id must be a string or None, got bytes"),
+    (URL, {}, "t\udcff", InvalidCallback, "task_id must be 1-200 printable characters"),
+    (URL, {}, "t\x00", InvalidCallback, "task_id must be 1-200 printable characters"),
+    (URL, {}, "t\u200b", InvalidCallback, "task_id must be 1-200 printable characters"),
+    (URL, {}, "", InvalidCallback, "task_id must be 1-200 printable characters"),
+    (URL, {}, "t" * 201, InvalidCallback, "task_id must be 1-200 printable characters"),
+    (URL, NESTED, None, InvalidPayload, "nests too deeply"),
 ]
 
 

@@ -106,7 +106,28 @@ KEY_CHOICE: list[tuple[str, str]] = [
     ("https://a.example.evil/", SECRET),  # a prefix ending in / does not match a longer host
     ("http://a.example/hooks/", SECRET),  # another scheme is another prefix
     ("https://b.example/hooks/", SECRET),
+    ("https://a.example:443/hooks/x", B_SECRET),  # the default port spelt out is the same origin
+    ("https://A.Example/hooks/x", B_SECRET),  # host names are case-insensitive
 ]
+
+# A prefix without a trailing slash: same origin and a path prefix at a "/" boundary, nothing else.
+ORIGIN_PREFIXES = [("https://customer.example", A_SECRET), ("https://customer.example/customer", B_SECRET)]
+ORIGIN_CHOICE: list[tuple[str, str]] = [
+    ("https://customer.example/", A_SECRET),
+    ("https://customer.example/other", A_SECRET),
+    ("https://customer.example/customer", B_SECRET),
+    ("https://customer.example/customer/1?x=y", B_SECRET),
+    ("https://customer.example/customerX", A_SECRET),  # not under /customer: the origin's key
+    ("https://customer.example.attacker.net/steal", SECRET),  # another host: never the customer's key
+    ("https://customer.example:9999/", SECRET),  # another port is another origin
+    ("http://customer.example/", SECRET),  # another scheme too
+    ("https://user@customer.example.attacker.net/", SECRET),
+]
+
+
+@pytest.mark.parametrize(("url", "secret"), ORIGIN_CHOICE)
+def test_a_prefix_covers_its_own_origin_only(url, secret):
+    assert SigningKeys(SECRET, ORIGIN_PREFIXES).for_url(url) == signing_key(secret)
 
 
 @pytest.mark.parametrize(("url", "secret"), KEY_CHOICE)

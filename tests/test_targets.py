@@ -182,7 +182,26 @@ BAD_SHAPES: list[tuple[Any, str]] = [
     ("http://[::1/", "cannot be parsed"),
     (b"http://example.com/", "must be a string, got bytes"),
     (None, "must be a string, got NoneType"),
+    ("http://127.0.0.1./", "IP address with a trailing dot"),
+    ("http://exa\u200bmple.com/", "invisible formatting characters"),
+    ("http://exa\u202emple.com/", "invisible formatting characters"),
+    ("http://example.com\u2066/", "invisible formatting characters"),
 ]
+
+SECRET_URLS = [
+    "http://[::1/?token=SECRET",
+    "ftp://user:SECRET@example.com/",
+    "https://user:SECRET@example.com/?token=SECRET",
+    "http://example.com:99999/?token=SECRET",
+    "https:///SECRET",
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_a_refused_url_is_never_echoed_in_the_error(url):
+    with pytest.raises(InvalidCallbackURL) as caught:
+        check_callback_url(url, allow_private=False)
+    assert "SECRET" not in str(caught.value)
 
 
 @pytest.mark.parametrize("allow_private", [False, True])

@@ -16,7 +16,7 @@ from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
 from .streams import status
 from .streams.client import redacted, sync_client
-from .streams.entry import CallbackEntry
+from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
 from .streams.scripts import source
 
@@ -43,6 +43,8 @@ def encode_payload(payload: Any, limit: int) -> str:
     """The compact JSON body for ``payload``; raises a clear error when it cannot be sent."""
     try:
         body = _JSON.encode(payload)
+    except RecursionError:
+        raise InvalidPayload("payload nests too deeply to serialise; flatten it (or send a reference)") from None
     except (TypeError, ValueError) as e:
         raise InvalidPayload(
             f"payload is not JSON-serialisable ({e}); send dicts, lists, strings, finite numbers, booleans or None"
@@ -78,8 +80,11 @@ class CallbackProducer:
     def entry(self, request: CallbackRequest, now_ms: int) -> CallbackEntry:
         """Validate one request and build its stream entry (no I/O)."""
         url = check_callback_url(request.url, allow_private=self._settings.allow_private)
-        if request.task_id is not None and not isinstance(request.task_id, str):
-            raise InvalidCallback(f"task_id must be a string or None, got {type(request.task_id).__name__}")
+        if request.task_id is not None:
+            if not isinstance(request.task_id, str):
+                raise InvalidCallback(f"task_id must be a string or None, got {type(request.task_id).__name__}")
+            if problem := id_problem(request.task_id):
+                raise InvalidCallback(f"task_id {problem}")
         body = encode_payload(request.payload, self._settings.max_payload_bytes)
         return CallbackEntry(new_callback_id(), url, body, request.task_id, 0, now_ms, now_ms)
 
@@ -138,7 +143,7 @@ def _request(raw: CallbackRequest | tuple[Any, ...] | Mapping[str, Any]) -> Call
     if isinstance(raw, Mapping):
         unknown = set(raw) - {"url", "payload", "task_id"}
         if unknown or "url" not in raw or "payload" not in raw:
-            raise InvalidCallback(f"expected keys url, payload[, task_id]; got {sorted(raw)}")
+            raise InvalidCallback(f"expected keys url, payload[, task_id]; got {sorted(map(repr, raw))}")
         return CallbackRequest(raw["url"], raw["payload"], raw.get("task_id"))
     if isinstance(raw, tuple) and len(raw) in (2, 3):
         return CallbackRequest(*raw)

@@ -116,6 +116,16 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
             # Keys and values swapped would put a secret here: never echo one.
             shown = "<redacted>" if prefix.startswith(SECRET_PREFIX) else repr(prefix)
             raise ValueError(f"prefix {shown} must start with http:// or https:// (keys are URL prefixes)")
+        parts = urlsplit(prefix)
+        try:
+            parts.port  # noqa: B018 - parsing the port validates it
+        except ValueError as e:
+            raise ValueError(f"prefix {prefix!r} has a malformed port") from e
+        if not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError(
+                f"prefix {prefix!r} must be an origin and a path (https://host[:port][/path]), "
+                "without credentials, query or fragment"
+            )
         if not isinstance(secret, str):
             raise ValueError(f"secret for {prefix!r} must be a string")
         try:

@@ -128,19 +128,19 @@ def _check_url_text(url: str, allow_private: bool) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise InvalidCallbackURL(f"callback_url {url!r} cannot be parsed: {e}") from e
+        raise InvalidCallbackURL(f"callback_url cannot be parsed ({e}); use an absolute http(s) URL") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidCallbackURL(f"callback_url must start with http:// or https://, got {url[:80]!r}")
+        scheme = repr(parts.scheme[:20]) if parts.scheme else "none"
+        raise InvalidCallbackURL(f"callback_url must start with http:// or https://; its scheme is {scheme}")
     if not parts.hostname:
-        raise InvalidCallbackURL(
-            f"callback_url {url[:80]!r} has no host; use an absolute URL like https://example.com/hook"
-        )
+        raise InvalidCallbackURL("callback_url has no host; use an absolute URL like https://example.com/hook")
     if parts.username is not None or parts.password is not None:
         raise InvalidCallbackURL(
             "callback_url must not carry credentials (user:password@); receivers verify the webhook signature instead"
         )
     if port == 0:
         raise InvalidCallbackURL("callback_url has port 0; use a real port or none")
+    _check_host(parts.hostname)
     if not allow_private:
         address = parse_ip_literal(parts.hostname)
         reason = forbidden_reason(address) if address is not None else None
@@ -153,6 +153,19 @@ def _check_url_text(url: str, allow_private: bool) -> str:
                 "unless CALLBACK_ALLOW_PRIVATE=1 is set"
             )
     return url
+
+
+def _check_host(hostname: str) -> None:
+    """Refuse hosts that can never be delivered to, though ``urlsplit`` accepts them."""
+    if not hostname.isascii() and any(unicodedata.category(ch) == "Cf" for ch in hostname):
+        raise InvalidCallbackURL(
+            "callback_url's host contains invisible formatting characters (bidi controls or zero-width); remove them"
+        )
+    if hostname.endswith(".") and parse_ip_literal(hostname.rstrip(".")) is not None:
+        raise InvalidCallbackURL(
+            f"callback_url's host {hostname!r} is an IP address with a trailing dot, which cannot be connected to; "
+            "remove the dot"
+        )
 
 
 def check_address(host: str, address: str) -> None:
@@ -209,9 +222,10 @@ def guard_literal_host(host: str) -> None:
 
 
 def describe(value: Any) -> str:
-    """A short, log-safe rendering of a URL: scheme, host and port only (paths may carry tokens)."""
+    """A log-safe rendering of a URL: ``scheme://host:port/…`` (paths, queries and credentials may carry tokens)."""
     try:
         parts = urlsplit(str(value))
-        return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+        origin = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
     except ValueError:
         return "<unparseable url>"
+    return origin + ("/…" if parts.path.strip("/") or parts.query or parts.fragment else "")

@@ -1,4 +1,11 @@
-"""A callback as it travels through the stream, the delayed set and the dead-letter stream."""
+"""A callback as it travels through the stream, the delayed set and the dead-letter stream.
+
+Entries come from Redis, where anything may have written anything: :func:`decode`
+and :func:`decode_member` never raise. They return a :class:`CallbackEntry`, or
+a :class:`Malformed` with the reason and the fields as received (made printable
+and capped), which the leader sets aside in the dead-letter stream while the
+good entries of the same batch go on.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .client import text
+MAX_ID_CHARS = 200  # callback and task ids: ours are 36 characters; producers' task ids are short
+MAX_URL_CHARS = 2048
+MAX_COUNTER = 10**15  # attempts and epoch milliseconds fit well below this
+RAW_FIELD_CHARS = 1024  # of each field of a malformed record, kept for the operator
+RAW_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -46,18 +57,11 @@ class CallbackEntry:
 
     @classmethod
     def from_fields(cls, stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry:
-        """Decode stream fields (bytes or str keys and values)."""
-        fields = {text(k): text(v) for k, v in raw.items()}
-        return cls(
-            callback_id=fields["cid"],
-            url=fields["url"],
-            body=fields["body"],
-            task_id=fields.get("task"),
-            attempts=int(fields.get("att", "0")),
-            first_enqueued_ms=int(fields.get("t0", "0")),
-            enqueued_ms=int(fields.get("tq", "0")),
-            stream_id=stream_id,
-        )
+        """Decode stream fields (bytes or str keys and values); raises ``ValueError`` if malformed."""
+        decoded = decode(stream_id, raw)
+        if isinstance(decoded, Malformed):
+            raise ValueError(decoded.reason)
+        return decoded
 
     def member(self) -> str:
         """The JSON form kept in the delayed set; unique per callback and attempt."""
@@ -65,9 +69,117 @@ class CallbackEntry:
 
     @classmethod
     def from_member(cls, member: str | bytes) -> CallbackEntry:
-        """Decode a delayed-set member."""
-        return cls.from_fields(None, json.loads(member))
+        """Decode a delayed-set member; raises ``ValueError`` if malformed."""
+        decoded = decode_member(member)
+        if isinstance(decoded, Malformed):
+            raise ValueError(decoded.reason)
+        return decoded
 
     def next_attempt(self) -> CallbackEntry:
         """The entry after one more failed attempt (still carried by the same stream entry)."""
         return replace(self, attempts=self.attempts + 1)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A record that is not a callback: why, and its fields as received (printable, capped)."""
+
+    stream_id: str | None
+    reason: str
+    fields: dict[str, str]
+
+    def dead_fields(self, now_ms: int) -> dict[str, str]:
+        """Its record in the dead-letter stream: the raw fields beside reason and time."""
+        kept = {f"raw.{name}": value for name, value in self.fields.items()}
+        return {**kept, "reason": f"malformed: {self.reason}", "status": "", "error": "", "dead_ms": str(now_ms)}
+
+
+def decode(stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry | Malformed:
+    """A stream entry's fields as a :class:`CallbackEntry`, or :class:`Malformed` saying why not. Never raises."""
+    try:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+    except (AttributeError, TypeError):
+        return Malformed(stream_id, "fields are not a mapping of strings", {})
+    except UnicodeError:
+        return Malformed(stream_id, "a field is not UTF-8 text", _printable(raw))
+    reason = _problem(fields)
+    if reason is not None:
+        return Malformed(stream_id, reason, _printable(fields))
+    task = fields.get("task")
+    return CallbackEntry(
+        callback_id=fields["cid"],
+        url=fields["url"],
+        body=fields["body"],
+        task_id=task,
+        attempts=int(fields.get("att", "0")),
+        first_enqueued_ms=int(fields.get("t0", "0")),
+        enqueued_ms=int(fields.get("tq", "0")),
+        stream_id=stream_id,
+    )
+
+
+def decode_member(member: str | bytes) -> CallbackEntry | Malformed:
+    """A delayed-set member (a JSON object of stream fields), or :class:`Malformed`. Never raises."""
+    try:
+        data = json.loads(member)
+    except (ValueError, RecursionError, UnicodeError):
+        return Malformed(None, "a delayed member is not JSON", {"member": _cap(_lenient(member))})
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return Malformed(None, "a delayed member is not a JSON object of strings", {"member": _cap(_lenient(member))})
+    return decode(None, data)
+
+
+def id_problem(value: str) -> str | None:
+    """What is wrong with a callback or task id (``None``: nothing): 1-200 printable characters."""
+    if not 0 < len(value) <= MAX_ID_CHARS or not value.isprintable():
+        return f"must be 1-{MAX_ID_CHARS} printable characters (no control, NUL, formatting or surrogate characters)"
+    return None
+
+
+def _problem(fields: dict[str, str]) -> str | None:
+    for name in ("cid", "url", "body"):
+        if name not in fields:
+            return f"no {name!r} field"
+    for name in ("cid", "task"):
+        value = fields.get(name)
+        if value is not None and (problem := id_problem(value)):
+            return f"{name!r} {problem}"
+    url = fields["url"]
+    if len(url) > MAX_URL_CHARS or not url.startswith(("http://", "https://")) or not url.isprintable():
+        return "'url' is not an http(s) URL of printable characters"
+    for name in ("att", "t0", "tq"):
+        value = fields.get(name, "0")
+        if not (0 < len(value) <= 16 and value.isascii() and value.isdigit()) or int(value) > MAX_COUNTER:
+            return f"{name!r} is not a non-negative integer"
+    return None
+
+
+def _text(value: Any) -> str:
+    """``str`` of a reply value; bytes must be UTF-8, and so must ``str`` (no lone surrogates)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if not isinstance(value, str):
+        raise TypeError(type(value).__name__)
+    value.encode()  # a str decoded with surrogateescape carries the undecodable bytes as surrogates
+    return value
+
+
+def _lenient(value: Any) -> str:
+    """Any value as printable-able text: undecodable bytes (raw or surrogate-escaped) become U+FFFD."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    text = str(value)
+    try:
+        return text.encode(errors="surrogateescape").decode(errors="replace")
+    except UnicodeError:  # a lone surrogate outside the escape range
+        return text.encode(errors="replace").decode()
+
+
+def _cap(value: str) -> str:
+    shown = "".join(ch if ch.isprintable() else "\ufffd" for ch in value[:RAW_FIELD_CHARS])
+    return shown + ("…" if len(value) > RAW_FIELD_CHARS else "")
+
+
+def _printable(raw: Mapping[Any, Any]) -> dict[str, str]:
+    items = list(raw.items())[:RAW_FIELDS]
+    return {_cap(_lenient(k))[:64]: _cap(_lenient(v)) for k, v in items}
