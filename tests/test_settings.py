@@ -153,7 +153,7 @@ def test_a_blank_value_means_the_default(blank):
 MALFORMED: list[tuple[str, str, str]] = [
     ("REDIS_URL", "http://127.0.0.1:6379", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "127.0.0.1:6379", "scheme must be"),
-    ("DATABASE_URL", "mysql://u@db/cb", "only sqlite:/// and postgresql+psycopg2:// URLs are supported"),
+    ("DATABASE_URL", "mysql://db/cb", "only sqlite:/// and postgresql+psycopg2:// URLs are supported"),
     ("WORKER_NAMESPACE", "a:b", "no ':' or braces"),
     ("WORKER_NAMESPACE", "{cbw}", "no ':' or braces"),
     ("WORKER_NAMESPACE", "x" * 65, "1-64 letters"),
@@ -399,3 +399,18 @@ def test_only_a_signing_process_creates_the_local_secret_file(tmp_path, monkeypa
     assert secret_file.read_text().strip() == worker.signing_secret
     assert secret_file.stat().st_mode & 0o777 == 0o600
     assert Settings.from_env({}).signing_secret == worker.signing_secret  # created once, then reused
+
+
+CREDENTIALED = [
+    {"DATABASE_URL": "mysql://app:PASSWORD@db/cb"},
+    {"DATABASE_URL": "postgresql+psycopg2://app:PASSWORD@db/cb", "CALLBACK_RATE": "abc"},
+    {"REDIS_URL": "http://:PASSWORD@127.0.0.1:6379/0"},
+    {"REDIS_URL": "redis://:PASSWORD@127.0.0.1:6379/0", "CALLBACK_TIMEOUT": "-1"},
+    {"IMAGE_MODEL_URL": "ftp://model.example/run?code=PASSWORD"},
+]
+
+
+@pytest.mark.parametrize("env", CREDENTIALED)
+def test_a_configuration_error_never_shows_a_password(env):
+    message = failure(**env)
+    assert "PASSWORD" not in message

@@ -17,6 +17,7 @@ from ..errors import SettingsError  # noqa: E402
 from .broker import build_broker  # noqa: E402
 from .images import declare as declare_images  # noqa: E402
 from .leader import declare as declare_leader  # noqa: E402
+from .logs import install as install_log_redaction  # noqa: E402
 from .status_writer import declare as declare_status_writer  # noqa: E402
 
 try:
@@ -25,6 +26,7 @@ except SettingsError as error:
     sys.stderr.write(f"callback worker: configuration error: {error}\n")
     raise SystemExit(2) from error
 
+install_log_redaction()
 logging.getLogger("worker").setLevel(logging.INFO)
 broker, watch = build_broker(settings)
 lead_callbacks = declare_leader(broker, settings, watch)

@@ -30,8 +30,8 @@ class Settings:
     else in the package reads the environment.
     """
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = f"sqlite:///{VAR_DIR}/worker.db"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may carry a password
+    database_url: str = field(default=f"sqlite:///{VAR_DIR}/worker.db", repr=False)  # may carry a password
     namespace: str = "cbw"
     queue: str = "default"
     batch_size: int = 100

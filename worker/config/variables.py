@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import redact
 from ..errors import SettingsError
 
 SECRET_PREFIX = "whsec_"
@@ -272,8 +273,11 @@ _KNOWN = {var.name for var in VARIABLES}
 
 
 def shown(var: Variable, raw: str) -> str:
-    """``raw`` as it may appear in a message: secrets redacted."""
-    return "<redacted>" if var.secret else raw
+    """``raw`` as it may appear in a message: secrets redacted, URLs without credentials, path or query."""
+    if var.secret:
+        return "<redacted>"
+    could_hide_a_secret = any(mark in raw for mark in "@?#")
+    return redact.url(raw) if var.name.endswith("_URL") and could_hide_a_secret else raw
 
 
 def reject_unknown(env: Mapping[str, str]) -> None:

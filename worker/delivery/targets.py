@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from .. import redact
 from ..errors import BlockedAddress, InvalidCallbackURL
 
 MAX_URL_LENGTH = 2048
@@ -222,10 +223,5 @@ def guard_literal_host(host: str) -> None:
 
 
 def describe(value: Any) -> str:
-    """A log-safe rendering of a URL: ``scheme://host:port/…`` (paths, queries and credentials may carry tokens)."""
-    try:
-        parts = urlsplit(str(value))
-        origin = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
-    except ValueError:
-        return "<unparseable url>"
-    return origin + ("/…" if parts.path.strip("/") or parts.query or parts.fragment else "")
+    """A log-safe rendering of a callback URL: ``scheme://host:port/…`` (see :func:`worker.redact.url`)."""
+    return redact.url(value)
