@@ -6,6 +6,7 @@ library and records every arrival. Paths choose its behaviour:
 =======================  ==============================================================
 ``/ok``                  204
 ``/status/<code>``       answers ``<code>``
+``/hostile/<code>``      answers ``<code>`` with a body of NUL and control characters
 ``/flaky/<n>``           500 for the first ``n`` attempts of each webhook-id, then 204
 ``/retry-after/<s>``     first attempt 429 with ``Retry-After: <s>``, then 204
 ``/slow/<ms>``           waits ``ms`` milliseconds, then 204
@@ -108,6 +109,8 @@ class Receiver:
         head, arg = parts[0], (parts[1] if len(parts) > 1 else "")
         if head == "status":
             return web.Response(status=int(arg), text=f"status {arg}")
+        if head == "hostile":
+            return web.Response(status=int(arg), body=b"gone\x00!\x1b[31m\xff\xfe")
         if head == "flaky":
             return web.Response(status=500 if attempt <= int(arg) else 204)
         if head == "retry-after":

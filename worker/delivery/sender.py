@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import redact
 from ..config.settings import Settings
 from ..errors import BlockedAddress
 from ..streams.entry import CallbackEntry
@@ -79,7 +80,7 @@ class Sender:
                 snippet = await response.content.read(self._settings.max_response_bytes)
                 if not response.content.at_eof():
                     response.close()  # do not drain an oversized body; drop the connection
-                detail = snippet[:DETAIL_CHARS].decode("utf-8", "replace")
+                detail = printable(snippet[:DETAIL_CHARS].decode("utf-8", "replace"))
                 return AttemptResult(
                     response.status,
                     None,
@@ -99,8 +100,17 @@ class Sender:
             self._session = None
 
 
+def printable(text: str) -> str:
+    """``text`` without control characters (a NUL in a receiver's answer must not reach a database row)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+
+
 def _error_kind(error: BaseException) -> tuple[str, str]:
-    text = f"{type(error).__name__}: {error}"[:DETAIL_CHARS]
+    if isinstance(error, aiohttp.InvalidURL):  # its text is the whole URL, tokens included
+        return "invalid_url", f"InvalidURL: {redact.url(error.url)}"
+    text = printable(f"{type(error).__name__}: {error}"[:DETAIL_CHARS])
     refused = getattr(error, "os_error", None)
     if isinstance(refused, AddressRefused):
         return "blocked", str(refused)[:DETAIL_CHARS]  # the guard's reason, not aiohttp's wrapper text
