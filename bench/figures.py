@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from redis.utils import HIREDIS_AVAILABLE
 
 from worker.config.settings import Settings
-from worker.engine import leader
+from worker.engine.intake import DEFER_SECONDS
 
 from .enqueue_rate import EnqueueRates
 from .latency import LatencyRun
@@ -39,14 +39,14 @@ def shedding(deferred: float, settings: Settings, what: str) -> str:
     """Why ``deferred`` entries were deferred (``what``: "per run", "in the run"); empty when none were."""
     if not deferred:
         return ""
-    park = getattr(leader, "DEFER_SECONDS", None)
-    later = f"{park:g} s later" if isinstance(park, int | float) else "later"
+    later = f"{DEFER_SECONDS:g} s later"
     return (
         f"The worker deferred {deferred:,.0f} entries {what}. The leader hands an entry back to the delayed set "
         f"when its host has all {settings.host_concurrency} slots in flight and more waiting than its share of the "
         "leader's read-ahead (the whole of it while that host is the only one waiting), or when it has waited "
-        f"{settings.claim_idle / 3:g} s in memory (worker/hosts.py `HostQueues.offer`/`shed`, worker/leader.py "
-        f"`_shed`/`_defer`); it comes back {later} through promote.lua and is read again."
+        f"{settings.claim_idle / 3:g} s in memory (worker/engine/hosts.py `HostQueues.offer`/`shed`, "
+        f"worker/engine/intake.py `Intake.shed`/`_defer`); it comes back {later} through promote.lua and is read "
+        "again."
     )
 
 

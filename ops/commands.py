@@ -5,55 +5,28 @@ Nothing here prints (``ops.render`` does). Ages are seconds on the Redis clock, 
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import ResponseError
 
 from ops.writer import writer_status
 from worker.config.settings import Settings
-from worker.streams.client import text
-from worker.streams.entry import CallbackEntry
-from worker.streams.keys import GROUP, Keys
-from worker.streams.scripts import source
-from worker.streams.settlement import Settlement
-from worker.streams.status import StatusUpdate
+from worker.delivery.targets import describe
+from worker.engine.attempt import record_poison
+from worker.streams.client import texts
+from worker.streams.keys import Keys
+from worker.streams.lease import lapsed
+from worker.streams.stream import SyncCallbackStream
 
 RECOVER_CONSUMER = "ops-recover"
 BATCH = 100
-BODY_PREVIEW = 500
 COUNTERS = ("delivered", "retried", "dead", "deferred", "handed_back")
 Progress = Callable[[int, int], None]
-
-# Inline because ops ships Python only; each keeps the KEYS/ARGV header of worker/streams/*.lua.
-REPLAY_LUA = """-- KEYS[1] dead-letter stream, KEYS[2] callback stream; ARGV dead-letter ids. Returns how many moved.
--- Each goes back as a fresh callback: att=0, tq=now (ms, Redis clock), without reason/status/error/
--- dead_ms. An id already gone is skipped, so replays running at once never enqueue a letter twice.
-local t = redis.call('TIME')
-local now_ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local drop, moved = {att = true, tq = true, reason = true, status = true, error = true, dead_ms = true}, 0
-for _, id in ipairs(ARGV) do
-  local found = redis.call('XRANGE', KEYS[1], id, id)
-  if found[1] then
-    local src, out = found[1][2], {'att', '0', 'tq', now_ms}
-    for j = 1, #src, 2 do
-      if not drop[src[j]] then out[#out + 1] = src[j]; out[#out + 1] = src[j + 1] end
-    end
-    redis.call('XADD', KEYS[2], '*', unpack(out))
-    moved = moved + redis.call('XDEL', KEYS[1], id)
-  end
-end
-return moved"""
-FORGET_CONSUMER_LUA = """-- KEYS[1] callback stream; ARGV[1] group, ARGV[2] consumer. Returns 1 when deleted.
--- Deletes the consumer only while it has nothing pending (XGROUP DELCONSUMER discards pending entries).
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1"""
 
 
 @dataclass
@@ -91,32 +64,27 @@ class ReplayFilter:
 def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     """The queue's state on one screen; on a fresh namespace: zeros, ``None`` ages, no leader."""
     keys = Keys(settings.namespace, settings.queue)
-    pipe: Any = client.pipeline(transaction=False)
-    pipe.time().xlen(keys.stream).xrange(keys.stream, count=1).zcard(keys.delayed)
-    pipe.zrange(keys.delayed, 0, 0, withscores=True).xlen(keys.dead).exists(keys.lease).pttl(keys.lease)
-    pipe.hgetall(keys.lease_info).hgetall(keys.stats)
-    (sec, usec), backlog, first, delayed, head, dead, held, pttl, info, stats = pipe.execute()
-    now = int(sec) * 1000 + int(usec) // 1000
-    info, stats, group = _decode(info), _decode(stats), _group(client, keys) or {}
+    state = SyncCallbackStream(client, keys).state()
+    now, info, stats, group = state.now_ms, state.lease_info, state.stats, state.group
     return {
         "namespace": settings.namespace,
         "queue": settings.queue,
-        "backlog": int(backlog),
-        "oldest_age": _age(now, text(first[0][0]).partition("-")[0]) if first else None,
-        "group": bool(group),
-        "pending": int(group.get("pending", 0)),
-        "lag": None if group.get("lag") is None else int(group["lag"]),
-        "consumers": _consumers(client, keys) if group else [],
-        "delayed": int(delayed),
-        "next_due": max(0.0, (head[0][1] - now) / 1000) if head else None,
-        "dead": int(dead),
+        "backlog": state.length,
+        "oldest_age": _age(now, state.oldest_ms),
+        "group": group is not None,
+        "pending": group.pending if group else 0,
+        "lag": group.lag if group else None,
+        "consumers": [asdict(consumer) for consumer in state.consumers],
+        "delayed": state.delayed,
+        "next_due": None if state.next_due_ms is None else max(0.0, (state.next_due_ms - now) / 1000),
+        "dead": state.dead,
         "leader": {
-            "held": bool(held),
+            "held": state.lease_held,
             "holder": info.get("holder"),
             "epoch": int(info.get("epoch") or 0) or None,
             "age": _age(now, info.get("acquired_ms")),
             "since_renewal": _age(now, info.get("renewed_ms")),
-            "ttl": int(pttl) / 1000 if int(pttl) >= 0 else None,
+            "ttl": state.lease_ttl_ms / 1000 if state.lease_ttl_ms >= 0 else None,
         },
         "counters": {name: int(stats.get(name, 0)) for name in (*COUNTERS, *stats) if name != "last_delivered_ms"},
         "last_send_ago": _age(now, stats.get("last_delivered_ms")),
@@ -130,21 +98,17 @@ def recover(client: redis.Redis, settings: Settings, *, forget_idle: float | Non
     Promotes due retries, hands idle pending entries back to the stream's tail (poison ones to the dead
     letters), drops a stale lease and consumers with nothing pending idle ``forget_idle`` s (10 x claim idle).
     """
-    keys, report = Keys(settings.namespace, settings.queue), RecoverReport()
-    promote, limit = client.register_script(source("promote")), settings.batch_size * 10
-    moved = limit
-    while moved >= limit:  # the script moves at most ``limit`` per call
-        report.promoted += (moved := int(promote(keys=[keys.delayed, keys.stream], args=[limit])[0]))
-    group = _group(client, keys) is not None
+    keys = Keys(settings.namespace, settings.queue)
+    stream, report = SyncCallbackStream(client, keys), RecoverReport()
+    report.promoted = stream.promote_all(settings.batch_size * 10)
+    group = stream.group() is not None
     if group:
-        _hand_back(client, settings, keys, report)
+        handed = stream.hand_back(RECOVER_CONSUMER, settings.claim_idle, settings.max_deliveries, record_poison)
+        report.handed_back, report.dead_lettered = handed.handed_back, handed.dead_lettered
     report.stale_lease = _remove_stale_lease(client, settings, keys)
-    forget = client.register_script(FORGET_CONSUMER_LUA)
-    threshold = 10 * settings.claim_idle if forget_idle is None else forget_idle
-    for consumer in _consumers(client, keys) if group else []:
-        idle_enough = consumer["pending"] == 0 and consumer["idle"] >= threshold
-        if idle_enough and forget(keys=[keys.stream], args=[GROUP, consumer["name"]]):
-            report.consumers_removed.append(consumer["name"])
+    if group:
+        threshold = 10 * settings.claim_idle if forget_idle is None else forget_idle
+        report.consumers_removed = stream.forget_idle_consumers(threshold)
     return report
 
 
@@ -153,7 +117,7 @@ def unlock(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     keys = Keys(settings.namespace, settings.queue)
     pipe: Any = client.pipeline(transaction=True)
     raw, deleted = pipe.hgetall(keys.lease_info).delete(keys.lease).execute()
-    info = _decode(raw)
+    info = texts(raw)
     return {"released": bool(deleted), "holder": info.get("holder"), "epoch": int(info.get("epoch") or 0) or None}
 
 
@@ -173,15 +137,15 @@ def replay(
 ) -> dict[str, Any]:
     """Send matching dead letters back to the stream with attempts reset: ``{matched, replayed, dry_run}``.
 
-    ``matched`` holds each letter's fields but the body, plus ``stream_id`` and ``dead_age``.
+    ``matched`` holds each letter's fields as :func:`shown`, plus ``stream_id`` and ``dead_age``.
     """
-    keys, now = Keys(settings.namespace, settings.queue), _now_ms(client)
-    letters = (_dead_letter(sid, fields, now) for sid, fields in _entries(client, keys.dead))
-    matched = list(islice((letter for letter in letters if selection.matches(letter)), selection.limit))
-    script, replayed = client.register_script(REPLAY_LUA), 0
+    stream = SyncCallbackStream(client, Keys(settings.namespace, settings.queue))
+    now = stream.now_ms()
+    letters = (_dead_letter(sid, fields, now) for sid, fields in stream.entries(stream.keys.dead))
+    matched = [shown(letter) for letter in islice(filter(selection.matches, letters), selection.limit)]
+    replayed = 0
     for start in range(0, 0 if dry_run else len(matched), BATCH):
-        batch = [letter["stream_id"] for letter in matched[start : start + BATCH]]
-        replayed += int(script(keys=[keys.dead, keys.stream], args=batch))
+        replayed += stream.replay([letter["stream_id"] for letter in matched[start : start + BATCH]])
         if progress:
             progress(min(start + BATCH, len(matched)), len(matched))
     return {"matched": matched, "replayed": replayed, "dry_run": dry_run}
@@ -192,56 +156,27 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
 
     ``place``: ``stream`` (+ ``consumer``, ``deliveries`` if pending), ``delayed`` (+ ``due_in``) or ``dead``.
     """
-    keys, by_id = Keys(settings.namespace, settings.queue), re.fullmatch(r"\d+(-\d+)?", query) is not None
+    stream = SyncCallbackStream(client, Keys(settings.namespace, settings.queue))
+    by_id = re.fullmatch(r"\d+(-\d+)?", query) is not None
     found: list[dict[str, Any]] = []
-    for place, key in (("stream", keys.stream), ("dead", keys.dead)):  # a scan: a one-off question, not a hot path
-        rows = _entries(client, key, query, query) if by_id else _entries(client, key)
+    for place, key in (("stream", stream.keys.stream), ("dead", stream.keys.dead)):  # a scan: a one-off question
+        rows = stream.entries(key, query, query) if by_id else stream.entries(key)
         found += [_sighting(place, sid, f) for sid, f in rows if by_id or f.get("cid") == query]
-    now, pattern = _now_ms(client), '*"cid":' + re.sub(r"([*?\[\]\\])", r"\\\1", json.dumps(query)) + "*"
-    for member, score in [] if by_id else client.zscan_iter(keys.delayed, match=pattern, count=1000):
-        fields = {key: str(value) for key, value in json.loads(member).items()}
-        if fields.get("cid") == query:
-            found.append(_sighting("delayed", None, fields, due_in=(float(score) - now) / 1000))
-    for sighting in [s for s in found if s["place"] == "stream"] if _group(client, keys) else []:
-        pending: Any = client.xpending_range(keys.stream, GROUP, sighting["stream_id"], sighting["stream_id"], 1)
-        for row in pending:
-            sighting.update(consumer=text(row["consumer"]), deliveries=int(row["times_delivered"]))
+    now = stream.now_ms()
+    for fields, due_ms in [] if by_id else stream.delayed_with(query):
+        found.append(_sighting("delayed", None, fields, due_in=(due_ms - now) / 1000))
+    for sighting in [s for s in found if s["place"] == "stream"] if stream.group() else []:
+        if held := stream.pending_entry(sighting["stream_id"]):
+            sighting.update(consumer=held.consumer, deliveries=held.deliveries)
     return found
-
-
-def _hand_back(client: redis.Redis, settings: Settings, keys: Keys, report: RecoverReport) -> None:
-    settle, cursor, limit = client.register_script(source("settle")), "0-0", settings.max_deliveries
-    settle_keys = [keys.stream, keys.delayed, keys.dead, keys.stats, keys.status_updates]
-    while True:
-        reply: Any = client.xautoclaim(keys.stream, GROUP, RECOVER_CONSUMER, int(settings.claim_idle * 1000), cursor)
-        cursor, settlement, now = text(reply[0]), Settlement(), _now_ms(client)
-        entries = [CallbackEntry.from_fields(text(sid), f) for sid, f in reply[1] if sid is not None and f]
-        ids = [entry.stream_id or "" for entry in entries] or ["0-0"]
-        rows: Any = client.xpending_range(keys.stream, GROUP, ids[0], ids[-1], len(ids), RECOVER_CONSUMER)
-        times = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
-        for entry in entries:  # a copy at the tail starts a fresh delivery count: apply the poison rule here
-            if (read := times.get(entry.stream_id or "", 1)) > limit:
-                reason = f"poison: read {read} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
-                settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(now)})
-                settlement.record(
-                    [StatusUpdate("callbacks", entry.callback_id, now, {"status": "dead", "last_error": reason})]
-                )
-                report.dead_lettered += 1
-            else:
-                settlement.again(entry)
-                report.handed_back += 1
-        if not settlement.empty:
-            settle(keys=settle_keys, args=[GROUP, *settlement.script_args()])
-        if cursor == "0-0":
-            break
-    client.register_script(FORGET_CONSUMER_LUA)(keys=[keys.stream], args=[GROUP, RECOVER_CONSUMER])
 
 
 def _remove_stale_lease(client: redis.Redis, settings: Settings, keys: Keys) -> str | None:
     def check(pipe: Any) -> str | None:  # runs under WATCH: a renewal meanwhile (renewed_ms) aborts the DEL
-        info = _decode(pipe.hgetall(keys.lease_info))
-        silent = _age(_now_ms(pipe), info.get("renewed_ms"))
-        if not pipe.exists(keys.lease) or silent is None or silent <= settings.lease_ttl:
+        info = texts(pipe.hgetall(keys.lease_info))
+        renewed = int(info.get("renewed_ms") or 0) / 1000
+        stale = renewed > 0 and lapsed(renewed, _now_ms(pipe) / 1000, settings.lease_ttl)
+        if not stale or not pipe.exists(keys.lease):
             return None
         pipe.multi()
         pipe.delete(keys.lease)
@@ -251,38 +186,25 @@ def _remove_stale_lease(client: redis.Redis, settings: Settings, keys: Keys) -> 
     return holder  # type: ignore[no-any-return]
 
 
-def _xinfo(call: Callable[..., Any], *args: str) -> Any:
-    try:
-        return call(*args)
-    except ResponseError:  # no stream or group yet (or an ops reset meanwhile)
-        return []
-
-
-def _group(client: redis.Redis, keys: Keys) -> dict[str, Any] | None:
-    return next((g for g in _xinfo(client.xinfo_groups, keys.stream) if text(g["name"]) == GROUP), None)
-
-
-def _consumers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    rows = _xinfo(client.xinfo_consumers, keys.stream, GROUP)
-    return [{"name": text(r["name"]), "pending": int(r["pending"]), "idle": int(r["idle"]) / 1000} for r in rows]
-
-
-def _entries(client: redis.Redis, key: str, low: str = "-", high: str = "+") -> Iterator[tuple[str, dict[str, str]]]:
-    while rows := client.xrange(key, low, high, count=500):  # type: ignore[union-attr]
-        yield from ((text(sid), _decode(fields)) for sid, fields in rows)
-        low = "(" + text(rows[-1][0])
-
-
 def _dead_letter(stream_id: str, fields: dict[str, str], now_ms: int) -> dict[str, Any]:
     age = _age(now_ms, fields.get("dead_ms") or stream_id.partition("-")[0])
     return {"stream_id": stream_id, "dead_age": age, **{k: v for k, v in fields.items() if k != "body"}}
 
 
 def _sighting(place: str, stream_id: str | None, fields: dict[str, str], **extra: Any) -> dict[str, Any]:
-    body = fields.get("body", "")
-    if len(body) > BODY_PREVIEW:
-        fields = {**fields, "body": f"{body[:BODY_PREVIEW]}... ({len(body)} chars)"}
-    return {"place": place, "stream_id": stream_id, "fields": fields, **extra}
+    return {"place": place, "stream_id": stream_id, "fields": shown(fields), **extra}
+
+
+def shown(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields as ``ops`` may print them: URLs as ``scheme://host:port/…``, bodies by their size only."""
+    out = dict(fields)
+    for name in ("url", "raw.url"):
+        if name in out:
+            out[name] = describe(out[name])
+    for name in ("body", "raw.body"):
+        if name in out:
+            out[name] = f"(not shown: {len(out[name])} chars)"
+    return out
 
 
 def _now_ms(client: Any) -> int:
@@ -290,9 +212,5 @@ def _now_ms(client: Any) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
-def _age(now_ms: int, then_ms: str | None) -> float | None:
-    return None if not then_ms else max(0.0, (now_ms - int(then_ms)) / 1000)
-
-
-def _decode(raw: Any) -> dict[str, str]:
-    return {text(k): text(v) for k, v in (raw or {}).items()}
+def _age(now_ms: int, then_ms: str | int | None) -> float | None:
+    return None if then_ms is None or then_ms == "" else max(0.0, (now_ms - int(then_ms)) / 1000)

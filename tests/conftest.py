@@ -196,11 +196,12 @@ def start_worker(namespace: str, redis_url: str, tmp_path: Path):
 
 def recorded_updates(rclient: redis.Redis, keys: Keys) -> list[Any]:
     """Every status update in the status stream, decoded as the writer decodes them (none may be malformed)."""
-    from worker.storage.entries import decode_entry
+    from worker.storage.merge import check
+    from worker.streams.status import decode
 
     updates = []
-    for sid, fields in rclient.xrange(keys.status_updates):
-        entry = decode_entry(sid, fields)
+    for _, fields in rclient.xrange(keys.status_updates):
+        entry = decode(fields, check)
         assert entry.rejected == [], entry.rejected
         updates.extend(entry.updates)
     return updates

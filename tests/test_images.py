@@ -145,10 +145,8 @@ def test_error_tree_and_payload():
     assert isinstance(invalid, WorkerError)
     assert isinstance(invalid, ValueError)  # bad input, as the house style asks
     assert invalid.as_payload() == {"code": "corrupt", "message": "bad bytes", "stage": "decode"}
-    assert not invalid.transient
     failed = StageFailed("model_timeout", "slow", stage="model")
     assert not isinstance(failed, ValueError)
-    assert failed.transient
     assert not INVALID_CODES & FAILURE_CODES
     with pytest.raises(ValueError, match="no code"):
         InvalidImage("model_timeout", "a failure code on an input error")
@@ -492,13 +490,13 @@ def test_a_result_is_saved_atomically_under_a_fresh_name_and_its_base64_is_the_f
     assert other.path.endswith(".png") and other.path != saved.path
 
 
-def test_an_unwritable_media_root_is_a_transient_save_failure(tmp_path):
+def test_an_unwritable_media_root_is_a_save_failure_not_bad_input(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where MEDIA_ROOT should be")
     with pytest.raises(StageFailed) as caught:
         save_result(b"data", "JPEG", blocker)
     assert (caught.value.code, caught.value.stage) == ("save_failed", "save")
-    assert caught.value.transient
+    assert not isinstance(caught.value, ValueError)
 
 
 @pytest.fixture

@@ -1,14 +1,16 @@
-"""The leader lease and its fencing epoch, against real Redis."""
+"""The fenced lease (leader and status writer, sync and async fronts), against real Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 
 import pytest
 
 from worker.errors import LeaseLost
-from worker.streams.client import async_client
-from worker.streams.lease import LeaderLease
+from worker.streams.client import async_client, sync_client
+from worker.streams.lease import AsyncLease, Holder, Lease, holder_name, holder_of, lapsed, parse_holder
 from worker.streams.stream import CallbackStream
 
 
@@ -20,7 +22,8 @@ def test_one_holder_at_a_time_and_only_the_holder_renews_or_releases(redis_url, 
     async def scenario():
         client = async_client(redis_url)
         try:
-            first, second = LeaderLease(client, keys, ttl=5), LeaderLease(client, keys, ttl=5)
+            lease_keys = keys.leader_lease
+            first, second = AsyncLease(client, lease_keys, ttl=5), AsyncLease(client, lease_keys, ttl=5)
             results = await asyncio.gather(first.acquire(), second.acquire())
             assert sorted(r.held for r in results) == [False, True]
             holder, other = (first, second) if results[0].held else (second, first)
@@ -46,7 +49,7 @@ def test_the_lease_expires_after_its_ttl(redis_url, keys, rclient):
     async def scenario():
         client = async_client(redis_url)
         try:
-            lease = LeaderLease(client, keys, ttl=1)
+            lease = AsyncLease(client, keys.leader_lease, ttl=1)
             await lease.acquire()
             assert 0 < rclient.pttl(keys.lease) <= 1000
         finally:
@@ -61,10 +64,10 @@ def test_a_deposed_leader_is_fenced_off_from_reclaiming(redis_url, keys):
         try:
             stream = CallbackStream(client, keys)
             await stream.ensure_group()
-            old = LeaderLease(client, keys, ttl=5)
+            old = AsyncLease(client, keys.leader_lease, ttl=5)
             await old.acquire()
             await client.delete(keys.lease)  # its lease lapsed during, say, a long pause
-            new = LeaderLease(client, keys, ttl=5)
+            new = AsyncLease(client, keys.leader_lease, ttl=5)
             await new.acquire()
 
             with pytest.raises(LeaseLost):
@@ -77,3 +80,109 @@ def test_a_deposed_leader_is_fenced_off_from_reclaiming(redis_url, keys):
             await client.aclose()
 
     run(scenario())
+
+
+def test_the_writer_lease_has_its_own_fencing_epoch_and_info(redis_url, keys, rclient):
+    client = sync_client(redis_url)
+    try:
+        first, second = Lease(client, keys.writer_lease, ttl=5), Lease(client, keys.writer_lease, ttl=5)
+        assert first.acquire().held and first.epoch == 1
+        refused = second.acquire()
+        assert refused.held is False and refused.epoch == 1 and 0 < refused.remaining <= 5
+        assert rclient.get(keys.status_lease) == first.token  # the lease key is unchanged: {q}:writer
+        assert first.release().held
+        assert second.acquire().held and second.epoch == 2
+        assert rclient.get(keys.writer_lease.epoch) == "2"
+        assert rclient.hget(keys.writer_lease.info, "holder") == second.holder
+        assert rclient.get(keys.epoch) is None  # the leader's epoch is another key
+        assert holder_of(client, keys.writer_lease) == second.holder
+    finally:
+        client.close()
+
+
+def test_the_writer_lease_excludes_an_earlier_versions_writer_and_is_excluded_by_it(redis_url, keys, rclient):
+    """The previous status writer took ``{q}:writer`` with a redis-py lock (SET NX PX, its name as token)."""
+    earlier = rclient.lock(keys.status_lease, timeout=5, blocking=False, thread_local=False)
+    client = sync_client(redis_url)
+    try:
+        assert earlier.acquire(blocking=False, token="old-host:1:0123456789abcdef")
+        lease = Lease(client, keys.writer_lease, ttl=5)
+        assert lease.acquire().held is False
+        assert holder_of(client, keys.writer_lease) == "old-host:1:0123456789abcdef"  # no info hash: the value
+        earlier.release()
+        assert lease.acquire().held
+        assert not earlier.acquire(blocking=False, token="old-host:1:0123456789abcdef")
+        lease.release()
+        assert earlier.acquire(blocking=False, token="old-host:1:0123456789abcdef")
+        # The info hash now describes a writer that is gone: the lease value names the holder.
+        assert holder_of(client, keys.writer_lease) == "old-host:1:0123456789abcdef"
+        assert lease.renew().held is False
+        earlier.release()
+        assert holder_of(client, keys.writer_lease) is None
+    finally:
+        client.close()
+
+
+def test_both_fronts_run_one_protocol(redis_url, keys):
+    async def scenario():
+        aclient, client = async_client(redis_url), sync_client(redis_url)
+        try:
+            leader, ops = AsyncLease(aclient, keys.leader_lease, ttl=5), Lease(client, keys.leader_lease, ttl=5)
+            assert (await leader.acquire()).held and leader.epoch == 1
+            refused = ops.acquire()
+            assert refused.held is False and refused.epoch == 1 and 0 < refused.remaining <= 5
+            assert ops.renew().held is False and ops.release().held is False
+            assert holder_of(client, keys.leader_lease) == leader.holder
+            assert (await leader.release()).held
+            assert ops.acquire().held and ops.epoch == 2
+            refused = await leader.renew()
+            assert refused.held is False and refused.epoch == 2
+            assert ops.release().held
+        finally:
+            client.close()
+            await aclient.aclose()
+
+    run(scenario())
+
+
+def test_a_holder_name_reads_back():
+    holder = parse_holder(holder_name("0123456789abcdef"))
+    assert holder == Holder(socket.gethostname(), os.getpid(), "01234567")
+    assert holder.here
+    assert parse_holder(b"elsewhere:12:abc") == Holder("elsewhere", 12, "abc")
+    assert not Holder("elsewhere", os.getpid(), "abc").here
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        None,
+        "",
+        "token",
+        "host:1",
+        "host:1:abc:extra",
+        ":1:abc",
+        "host::abc",
+        "host:1:",
+        "host:x1:abc",
+        "host:-1:abc",
+        "host:\u0661:abc",  # a non-ASCII digit
+        b"\xff:1:abc",
+    ],
+)
+def test_a_malformed_holder_parses_to_none(name):
+    assert parse_holder(name) is None
+
+
+@pytest.mark.parametrize(
+    ("last_renewed", "now", "ttl", "expected"),
+    [
+        (100.0, 100.0, 10.0, False),  # just renewed
+        (100.0, 109.9, 10.0, False),  # within the TTL
+        (100.0, 110.0, 10.0, True),  # a whole TTL without renewal
+        (100.0, 250.0, 10.0, True),
+        (100.0, 99.0, 10.0, False),  # a clock read before the renewal
+    ],
+)
+def test_a_lease_lapses_after_a_whole_ttl_without_renewal(last_renewed, now, ttl, expected):
+    assert lapsed(last_renewed, now, ttl) is expected

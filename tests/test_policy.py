@@ -124,8 +124,8 @@ def test_compute_backoff_stays_within_the_jitter_band_with_the_real_random_sourc
 
 # decide(): (keyword arguments, expected decision); schedule (5, 30, 120), rand() = 0 unless given
 DECIDE: list[tuple[dict[str, object], Decision]] = [
-    ({"status": 200, "attempts_made": 1}, Decision(Action.DONE)),
-    ({"status": 204, "attempts_made": 7}, Decision(Action.DONE)),  # a success on the last attempt still counts
+    ({"status": 200, "attempts_made": 1}, Decision(Action.DELIVERED)),
+    ({"status": 204, "attempts_made": 7}, Decision(Action.DELIVERED)),  # a success on the last attempt still counts
     ({"status": 404, "attempts_made": 1}, Decision(Action.DEAD, reason="final: HTTP 404")),
     ({"status": 410, "attempts_made": 2}, Decision(Action.DEAD, reason="final: HTTP 410")),
     ({"status": 302, "attempts_made": 1}, Decision(Action.DEAD, reason="final: HTTP 302")),

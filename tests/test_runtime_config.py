@@ -125,7 +125,7 @@ def test_image_tasks_use_new_stages_from_the_next_task_on(make_settings, tmp_pat
 
     assert _size(resized) == (700, 350)
     assert _size(as_is) == (1000, 500)  # no resize stage any more
-    assert wait_until(lambda: runner.config_version == 1, 1)
+    assert wait_until(lambda: runner.runtime.version == 1, 1)
 
 
 def settings_keys(settings):

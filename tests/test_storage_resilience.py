@@ -17,10 +17,11 @@ from worker.actors.status_writer import declare
 from worker.actors.watch import LeaseWatch
 from worker.storage.engine import make_engine
 from worker.storage.migrate import upgrade
-from worker.storage.service import WriterLease, run_status_writer
+from worker.storage.service import run_status_writer
 from worker.storage.writer import StatusWriter
 from worker.streams.client import sync_client
 from worker.streams.keys import STATUS_GROUP
+from worker.streams.lease import Lease
 
 pytest_plugins = ("storage_fixtures",)  # fixtures: real databases, servers of our own
 
@@ -133,8 +134,8 @@ def test_only_the_lease_holder_writes_and_a_stopped_writer_hands_over(make_setti
     settings = make_settings(DATABASE_URL=sqlite_url, CALLBACK_STATUS_FLUSH_INTERVAL="0.02")
     entries = lifecycle(10, failures=0)
     record(client, keys, entries)
-    holder = WriterLease(sync_client(settings.redis_url), keys, settings.lease_ttl)
-    assert holder.acquire()
+    holder = Lease(sync_client(settings.redis_url), keys.writer_lease, settings.lease_ttl)
+    assert holder.acquire().held
     assert run_status_writer(settings, burst=True) == "not_writer"
     assert client.xlen(keys.status_updates) == len(entries)
     holder.release()

@@ -1,4 +1,4 @@
-"""The stream primitives against real Redis: settling is exactly-once per entry."""
+"""The stream protocol against real Redis: settling is exactly-once per entry; both fronts claim alike."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
-from worker.streams.client import async_client
+from worker.errors import LeaseLost
+from worker.streams.client import async_client, sync_client
 from worker.streams.entry import CallbackEntry
 from worker.streams.keys import GROUP
 from worker.streams.settlement import Settlement
-from worker.streams.stream import CallbackStream
+from worker.streams.stream import CallbackStream, SyncCallbackStream
 
 
 @pytest.mark.parametrize("kind", ["delay", "dead", "again"])
@@ -40,36 +41,31 @@ def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, k
     assert rclient.xpending(keys.stream, GROUP)["pending"] == 0
 
 
-def test_a_sending_update_is_dropped_when_its_attempt_ends_in_the_same_settlement():
-    from worker.storage.entries import decode_entry
-    from worker.streams import status
+def test_both_fronts_run_one_claim_fenced_or_not(redis_url, keys, rclient):
+    rclient.set(keys.lease, "token")
+    rclient.set(keys.epoch, 3)
+    rclient.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
+    rclient.xadd(keys.stream, CallbackEntry("msg_1", "https://example.com/", "{}").fields())
+    rclient.xreadgroup(GROUP, "silent", {keys.stream: ">"})
+    client = sync_client(redis_url)  # bytes replies, where the leader's client answers str
+    operator = SyncCallbackStream(client, keys)
 
-    settlement = Settlement()
-    settlement.record_sending(status.callback_sending("msg_done", 1, 1000))
-    settlement.record_sending(status.callback_sending("msg_flying", 1, 1000))
-    outcome = status.callback_attempted(
-        "msg_done",
-        attempt=1,
-        state="delivered",
-        status_code=204,
-        error=None,
-        started_at=1000,
-        duration_ms=2.0,
-        outcome="delivered",
-        next_attempt_at=None,
-        at=1002,
-    )
-    settlement.record(outcome)
+    async def leader() -> tuple[list[str], dict[str, int]]:
+        aclient = async_client(redis_url)
+        try:
+            got = await CallbackStream(aclient, keys).reclaim("leader", 0, fence=("token", 3))
+            return [e.callback_id for e in got.entries], got.deliveries
+        finally:
+            await aclient.aclose()
 
-    written = decode_entry("1-0", {"u": settlement.script_args()[-1]}).updates
-    sending = [u.key for u in written if u.fields.get("status") == "sending"]
-    assert sending == ["msg_flying"]  # still in flight: its "sending" is written
-    assert [u.key for u in written if u.fields.get("status") == "delivered"] == ["msg_done"]
-
-    retry = Settlement()
-    retry.absorb(settlement)  # a failed settle hands everything over, the pending "sending" included
-    assert {u.key for u in decode_entry("1-0", {"u": retry.script_args()[-1]}).updates} == {
-        "msg_done",
-        "msg_done:1",
-        "msg_flying",
-    }
+    try:
+        with pytest.raises(LeaseLost):
+            operator.reclaim("ops", 0, fence=("token", 2))  # an older epoch
+        fenced = operator.reclaim("ops", 0, fence=("token", 3))
+        (sid,) = fenced.deliveries
+        assert [e.callback_id for e in fenced.entries] == ["msg_1"] and fenced.deliveries == {sid: 2}
+        assert asyncio.run(leader()) == (["msg_1"], {sid: 3})
+        plain = operator.reclaim("ops", 0)  # operators hold no lease
+        assert [e.stream_id for e in plain.entries] == [sid] and plain.deliveries == {sid: 4}
+    finally:
+        client.close()

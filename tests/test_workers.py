@@ -10,6 +10,7 @@ import pytest
 from conftest import wait_until
 
 from worker.producer import CallbackProducer
+from worker.streams.lease import holder_of, parse_holder
 
 pytestmark = pytest.mark.slow
 
@@ -159,9 +160,9 @@ def test_the_status_writer_keeps_out_of_the_leaders_process_when_it_can(start_wo
     start_worker(processes=2, threads=3)
 
     def apart() -> bool:
-        writer = rclient.get(keys.status_lease)
+        writer = parse_holder(holder_of(rclient, keys.writer_lease))
         leader = leader_pid(rclient, keys)
-        return leader is not None and writer is not None and int(writer.split(":")[1]) != leader
+        return leader is not None and writer is not None and writer.pid != leader
 
     # Both may start in one process; the writer then moves within a few seconds (it looks every 2 s).
     assert wait_until(apart, 30)

@@ -108,7 +108,7 @@ class DeliveryMetrics(DeliveryObserver):
             counter = self._attempts[key] = ATTEMPTS.labels(self.namespace, *key)
         counter.inc()
         self._duration.observe(result.duration)
-        if decision.action is Action.DONE:
+        if decision.action is Action.DELIVERED:
             self._delivered.inc()
             if entry.first_enqueued_ms:
                 self._latency.observe(max(0.0, time.time() - entry.first_enqueued_ms / 1000))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +26,9 @@ import redis
 from sqlalchemy import Engine, select
 
 from . import metrics
-from .config import runtime as runtime_config
-from .config.runtime import ConfigStore
+from .config.runtime import RuntimeFollower
 from .config.settings import Settings
+from .engine.attempt import now_ms
 from .engine.immediate import ImmediateResult, deliver_now
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
@@ -117,12 +116,10 @@ class TaskRunner:
     """Runs tasks in one process: built once, with the connections and configuration every task shares."""
 
     def __init__(self, settings: Settings, client: redis.Redis, engine: Engine | None = None) -> None:
-        self.base = settings  # from the environment; run-time overrides apply on top of it
         self.client = client
         self.engine = engine
         self.keys = Keys(settings.namespace, settings.queue)
-        self.config_store = ConfigStore(client, self.keys)
-        self.config_version = 0
+        self.runtime = RuntimeFollower(settings, self.keys)  # run-time overrides apply on top of ``settings``
         self._use(settings)
 
     def _use(self, settings: Settings) -> None:
@@ -132,18 +129,9 @@ class TaskRunner:
 
     def reload_config(self) -> None:
         """Apply the run-time configuration if it changed (an invalid one is logged and ignored)."""
-        try:
-            config = self.config_store.load()
-        except redis.RedisError as e:
-            log.warning("run-time configuration not read (%s); keeping the current one", e)
-            return
-        if config.version == self.config_version:
-            return
-        try:
-            self._use(runtime_config.apply(self.base, config.values))
-        except WorkerError as e:
-            log.error("run-time configuration version %d refused, keeping the current one: %s", config.version, e)
-        self.config_version = config.version
+        settings = self.runtime.poll(self.client)
+        if settings is not None:
+            self._use(settings)
 
     def process(self, message: str | Mapping[str, Any]) -> dict[str, Any]:
         """Run one task (an id or a dict) to its end; returns the callback payload."""
@@ -154,11 +142,11 @@ class TaskRunner:
             task = load_task(message, self.engine)
         else:
             task = parse_task(message)
-        started = _ms()
+        started = now_ms()
         self._record(task.task_id, started, status="running", started_at=started, **_inputs(task))
         payload, outcome = self._run(task)
-        self._record(task.task_id, _ms(), **outcome)
-        self._record(task.task_id, _ms(), **self.execute_callback(task, payload))
+        self._record(task.task_id, now_ms(), **outcome)
+        self._record(task.task_id, now_ms(), **self.execute_callback(task, payload))
         return payload
 
     def _run(self, task: ImageTask) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -170,7 +158,7 @@ class TaskRunner:
             )
             result = run_pipeline(source, self.config, stages=task.stages, params=task.params, task_id=task.task_id)
         except ImageError as e:
-            finished = _ms()
+            finished = now_ms()
             log.warning("task %s failed in %s: %s", task.task_id, e.stage, e)
             _observe(self.keys.namespace, e.timings, "failed")
             metrics.IMAGE_FAILURES.labels(self.keys.namespace, e.code, e.stage or "unknown").inc()
@@ -182,7 +170,7 @@ class TaskRunner:
             }
             outcome = {"status": "failed", "stage": e.stage, "timings": e.timings, "error_code": e.code}
             return payload, {**outcome, "error_message": e.message, "finished_at": finished}
-        finished = _ms()
+        finished = now_ms()
         _observe(self.keys.namespace, result.timings, "success")
         payload = {
             "task_id": task.task_id,
@@ -226,7 +214,7 @@ class TaskRunner:
 
     def _hand_over(self, task: ImageTask, payload: Any, result: ImmediateResult) -> None:
         # Immediate delivery wants another attempt later than it waits: the leader takes it from here.
-        now = _ms()
+        now = now_ms()
         body = encode_payload(payload, self.settings.max_payload_bytes)
         entry = CallbackEntry(
             result.callback_id, task.callback_url or "", body, task.task_id, result.attempts, now, now
@@ -257,10 +245,6 @@ def _observe(namespace: str, timings: Mapping[str, float], outcome: str) -> None
     for step, seconds in timings.items():
         metrics.IMAGE_STAGE.labels(namespace, step).observe(seconds)
     metrics.IMAGE_TASKS.labels(namespace, outcome).inc()
-
-
-def _ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _iso(ms: int) -> str:

@@ -10,17 +10,15 @@ from ..config.settings import Settings
 from ..engine.term import lead
 from ..metrics import DeliveryMetrics
 from ..streams.keys import Keys
-from .watch import LEADER_ACTOR, LeaseWatch
+from .watch import FOREVER_MS, LEADER_ACTOR, LeaseWatch
 
 log = logging.getLogger(__name__)
-
-FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # leads until shutdown; the TimeLimit middleware must not cut it
 
 
 def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
     """Declare ``lead_callbacks`` on ``broker``, kept alive by ``watch``."""
     keys = Keys(settings.namespace, settings.queue)
-    watch.watch(LEADER_ACTOR, lease_key=keys.lease, election_key=keys.election)
+    watch.watch(LEADER_ACTOR, lease=keys.leader_lease, election_key=keys.election)
 
     async def lead_callbacks() -> str:
         """Lead the callback queue until shutdown or deposition; hand over if it ends early."""

@@ -13,8 +13,6 @@ process to notice sends one ``write_statuses`` message, debounced by the
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 
 import dramatiq
@@ -23,13 +21,13 @@ from dramatiq import Broker
 
 from ..config.settings import Settings
 from ..storage.service import run_status_writer
-from ..streams.client import sync_client, text
+from ..streams.client import sync_client
 from ..streams.keys import Keys
-from .watch import LeaseWatch
+from ..streams.lease import holder_of, parse_holder
+from .watch import FOREVER_MS, LeaseWatch
 
 STATUS_WRITER_ACTOR = "write_statuses"
 STATUS_QUEUE = "status"
-FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # writes until shutdown; the TimeLimit middleware must not cut it
 DEFER_MS = 250  # a writer message that landed in the leader's process goes back for another process
 MAX_DEFERRALS = 20  # then (about 5 s) it runs wherever it is: a single-process worker needs a writer too
 LIVE_WITHIN_MS = 10_000  # a Dramatiq worker process fetches at least every second while it runs
@@ -58,10 +56,8 @@ class Placement:
 
     def _look(self) -> bool:
         try:
-            holder = (
-                self._client.hget(self._keys.lease_info, "holder") if self._client.exists(self._keys.lease) else None
-            )
-            if holder is None or text(holder).split(":")[:2] != [socket.gethostname(), str(os.getpid())]:
+            leader = parse_holder(holder_of(self._client, self._keys.leader_lease))
+            if leader is None or not leader.here:
                 return False
             now_ms = int(time.time() * 1000)
             heartbeats = f"{self._keys.dramatiq_namespace}:__heartbeats__"  # Dramatiq's: one member per process
@@ -76,7 +72,7 @@ class Placement:
 def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
     """Declare ``write_statuses`` on ``broker``, kept alive by ``watch``."""
     keys = Keys(settings.namespace, settings.queue)
-    watch.watch(STATUS_WRITER_ACTOR, lease_key=keys.status_lease, election_key=keys.status_election)
+    watch.watch(STATUS_WRITER_ACTOR, lease=keys.writer_lease, election_key=keys.status_election)
 
     def write_statuses(deferrals: int = 0) -> str:
         """Write status updates to the database until shutdown, until the lease is lost, or until it should move."""

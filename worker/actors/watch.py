@@ -20,18 +20,20 @@ from dramatiq import Broker, Middleware, Worker
 
 from ..config.settings import Settings
 from ..streams.client import sync_client
+from ..streams.keys import LeaseKeys
 
 log = logging.getLogger(__name__)
 
 LEADER_ACTOR = "lead_callbacks"
+FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # a lease holder runs until shutdown: the TimeLimit middleware must not cut it
 
 
 @dataclass(frozen=True)
 class WatchedLease:
-    """An actor that runs while it holds ``lease_key``; ``election_key`` debounces starting it."""
+    """An actor that runs while it holds ``lease``; ``election_key`` debounces starting it."""
 
     actor: str
-    lease_key: str
+    lease: LeaseKeys
     election_key: str
 
 
@@ -44,9 +46,9 @@ class LeaseWatch(Middleware):
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, actor: str, *, lease_key: str, election_key: str) -> None:
-        """Keep ``actor`` running: send it whenever ``lease_key`` is free."""
-        self.leases.append(WatchedLease(actor, lease_key, election_key))
+    def watch(self, actor: str, *, lease: LeaseKeys, election_key: str) -> None:
+        """Keep ``actor`` running: send it whenever its ``lease`` is free."""
+        self.leases.append(WatchedLease(actor, lease, election_key))
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self.stopping.clear()
@@ -60,20 +62,20 @@ class LeaseWatch(Middleware):
         client = sync_client(self.settings.redis_url, retries=0)
         period = min(1.0, self.settings.lease_ttl / 4)
         while not self.stopping.wait(period):
-            for lease in self.leases:
+            for watched in self.leases:
                 try:
-                    self.check(client, broker, lease)
+                    self.check(client, broker, watched)
                 except redis.RedisError as e:
-                    log.warning("%s watch: Redis unavailable (%s); will look again", lease.actor, e)
+                    log.warning("%s watch: Redis unavailable (%s); will look again", watched.actor, e)
         client.close()
 
-    def check(self, client: redis.Redis, broker: Broker, lease: WatchedLease) -> bool:
+    def check(self, client: redis.Redis, broker: Broker, watched: WatchedLease) -> bool:
         """Send the actor's message if its lease is free and no other process just did; returns whether it sent."""
-        if client.exists(lease.lease_key):
+        if client.exists(watched.lease.lease):
             return False
         ttl_ms = int(self.settings.lease_ttl * 1000)
-        if not client.set(lease.election_key, str(os.getpid()), nx=True, px=ttl_ms):
+        if not client.set(watched.election_key, str(os.getpid()), nx=True, px=ttl_ms):
             return False
-        broker.get_actor(lease.actor).send()
-        log.info("%s is free: sent %s", lease.lease_key, lease.actor)
+        broker.get_actor(watched.actor).send()
+        log.info("%s is free: sent %s", watched.lease.lease, watched.actor)
         return True

@@ -10,23 +10,30 @@ overridden at run time; the overrides live in one Redis key with a version:
 validated exactly like the environment (same parsers, same cross-field rules,
 known image stages) before it is stored, and again by each process before it
 is applied: an invalid change is refused with a clear error and the old
-configuration stays. The leader looks at the version four times a second and
-reconfigures in place; image tasks look before each task.
+configuration stays. Processes follow it with a :class:`RuntimeFollower`: the
+leader looks at the version four times a second and reconfigures in place;
+image tasks look before each task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
-from ..errors import SettingsError
+from ..errors import SettingsError, WorkerError
 from ..streams.keys import Keys
+from ..streams.scripts import source
 from .settings import Settings
 from .variables import VARIABLES
+
+log = logging.getLogger(__name__)
 
 RUNTIME_VARIABLES = (
     "CALLBACK_RATE",
@@ -39,18 +46,6 @@ RUNTIME_VARIABLES = (
     "IMAGE_STAGES",
 )
 _BY_NAME = {var.name: var for var in VARIABLES}
-
-# Compare-and-set: write a new value only if the version is still the one the caller read.
-_CAS = """
--- KEYS[1] config key   ARGV[1] version the caller read   ARGV[2] new values (JSON object)
--- Returns the new version, or -1 when someone else changed it first.
-local raw = redis.call('GET', KEYS[1])
-local version = 0
-if raw then version = cjson.decode(raw)['version'] end
-if tonumber(ARGV[1]) ~= version then return -1 end
-redis.call('SET', KEYS[1], '{"version":' .. (version + 1) .. ',"values":' .. ARGV[2] .. '}')
-return version + 1
-"""
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ class ConfigStore:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._client = client
         self._key = keys.config
-        self._cas = client.register_script(_CAS)
+        self._cas = client.register_script(source("config_cas"))
 
     def load(self) -> RuntimeConfig:
         """The configuration in force."""
@@ -114,3 +109,61 @@ class ConfigStore:
         if version < 0:
             raise SettingsError("the run-time configuration changed meanwhile; read it again and retry")
         return RuntimeConfig(version, values)
+
+
+class RuntimeFollower:
+    """What one process follows of a queue's run-time configuration: the version in force and its settings.
+
+    Each new version applies on top of ``base`` (the environment's settings),
+    never on top of the previous one. A version that does not apply (refused
+    when stored, so only a hand-written key gets here) is logged and skipped:
+    the settings in force stay. When Redis does not answer, they stay too.
+    """
+
+    def __init__(self, base: Settings, keys: Keys) -> None:
+        self.base = base
+        self.version = 0
+        self._key = keys.config
+
+    def follow(self, config: RuntimeConfig) -> Settings | None:
+        """The settings of ``config`` when it is a version not seen yet and applies; otherwise ``None``."""
+        if config.version == self.version:
+            return None
+        self.version = config.version
+        try:
+            settings = apply(self.base, config.values)
+        except WorkerError as e:
+            log.error("run-time configuration version %d refused, keeping the current one: %s", config.version, e)
+            return None
+        log.info("applied run-time configuration version %d: %s", config.version, config.shown())
+        return settings
+
+    def poll(self, client: redis.Redis) -> Settings | None:
+        """Read the configuration (blocking client) and :meth:`follow` it."""
+        try:
+            raw = client.get(self._key)
+        except (redis.RedisError, OSError) as e:
+            _unread(e)
+            return None
+        return self.follow(parse(raw))
+
+    async def poll_async(self, client: aioredis.Redis) -> Settings | None:
+        """Read the configuration (asyncio client) and :meth:`follow` it."""
+        try:
+            raw = await client.get(self._key)
+        except (redis.RedisError, OSError) as e:
+            _unread(e)
+            return None
+        return self.follow(parse(raw))
+
+    async def changes(self, client: aioredis.Redis, every: float) -> AsyncIterator[Settings]:
+        """Look every ``every`` seconds (asyncio client); yields the settings of each new version that applies."""
+        while True:
+            await asyncio.sleep(every)
+            settings = await self.poll_async(client)
+            if settings is not None:
+                yield settings
+
+
+def _unread(error: Exception) -> None:
+    log.warning("run-time configuration not read (%s); keeping the current one", error)

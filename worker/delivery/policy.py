@@ -22,16 +22,16 @@ class Verdict(enum.Enum):
 
 
 class Action(enum.Enum):
-    """What the leader does with the callback after an attempt."""
+    """What happens to the callback after an attempt; the value is the callback's state then."""
 
-    DONE = "delivered"
+    DELIVERED = "delivered"  # acknowledged: no further attempt
     RETRY = "retrying"
     DEAD = "dead"
 
 
-# Transport errors the sender reports, by kind. "blocked" (the SSRF guard) is
-# final: the address will not become allowed by waiting.
-RETRYABLE_ERRORS = frozenset({"timeout", "connect", "network", "protocol"})
+# Transport error kinds the sender reports that no retry can fix: "blocked"
+# (the SSRF guard) stays blocked, an invalid URL stays invalid. The others
+# ("timeout", "connect", "network", "protocol") are retried.
 FINAL_ERRORS = frozenset({"blocked", "invalid_url"})
 
 
@@ -117,7 +117,7 @@ def decide(
     """
     verdict = classify(status, error)
     if verdict is Verdict.DELIVERED:
-        return Decision(Action.DONE)
+        return Decision(Action.DELIVERED)
     what = f"HTTP {status}" if status is not None else (error or "error")
     if verdict is Verdict.FINAL:
         return Decision(Action.DEAD, reason=f"final: {what}")

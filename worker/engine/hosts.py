@@ -21,9 +21,22 @@ from __future__ import annotations
 import functools
 import time
 from collections import OrderedDict, deque
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..streams.entry import CallbackEntry
+
+if TYPE_CHECKING:
+    from ..config.settings import Settings
+
+
+def host_limits(settings: Settings) -> tuple[int, int]:
+    """The leader's buffer (entries waiting in memory at most), and the share a saturated host may always keep."""
+    # At the global rate a full buffer drains in a sixth of the claim idle time,
+    # well inside the hosts' shedding age (a third), so healthy work is not shed.
+    by_rate = int(settings.rate * settings.claim_idle / 6)
+    buffer = max(1, min(2 * settings.batch_size, by_rate))
+    return buffer, min(buffer, 2 * settings.host_concurrency)
 
 
 @functools.lru_cache(maxsize=16384)  # a burst repeats few URLs; parsing each twice per delivery adds up

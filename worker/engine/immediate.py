@@ -4,8 +4,8 @@ For a deployment that delivers directly, and as the fallback when enqueueing
 fails. It is the leader's delivery without the queue: the same
 :class:`~worker.delivery.sender.Sender` (Standard Webhooks signature, SSRF
 guard, no redirects, bounded time and response size), the same URL and
-payload checks as the producer, the same :func:`~worker.delivery.policy.decide`
-and the same status updates. Those go to the status stream; if Redis is down
+payload checks as the producer, and the same judgement of each attempt and
+status updates (:mod:`worker.engine.attempt`). Those go to the status stream; if Redis is down
 too (the usual reason enqueueing failed) and a :class:`StatusStore` is given,
 straight into the database. Deliveries here are not paced: a burst belongs in
 the queue.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config.settings import Settings
-from ..delivery.policy import Action, decide, parse_retry_after
 from ..delivery.sender import Sender
 from ..delivery.signing import SigningKeys
 from ..delivery.targets import check_callback_url
@@ -35,6 +33,7 @@ from ..streams import status
 from ..streams.entry import CallbackEntry
 from ..streams.keys import Keys
 from ..streams.status import StatusUpdate
+from .attempt import judge, now_ms, sending
 
 log = logging.getLogger(__name__)
 
@@ -102,45 +101,29 @@ async def deliver(
     """
     checked_url = check_callback_url(url, allow_private=settings.allow_private)
     body = encode_payload(payload, settings.max_payload_bytes)
-    now = _ms()
+    now = now_ms()
     entry = CallbackEntry(callback_id or new_callback_id(), checked_url, body, task_id, 0, now, now)
     pending = [status.callback_queued(entry.callback_id, entry.url, task_id, now)]
     sender = Sender(settings, SigningKeys(settings.signing_secret, settings.signing_secrets))
     try:
         while True:
-            attempt = entry.attempts + 1
-            recorder.record([*pending, status.callback_sending(entry.callback_id, attempt, _ms())])
+            recorder.record([*pending, sending(entry, now_ms())])
             result = await sender.send(entry)
-            decision = decide(
-                status=result.status,
-                error=result.error,
-                attempts_made=attempt,
-                max_attempts=settings.max_attempts,
-                schedule=settings.retry_schedule,
-                retry_after=parse_retry_after(result.retry_after, time.time()),
-                retry_after_max=settings.retry_after_max,
-            )
-            now = _ms()
-            retrying = decision.action is Action.RETRY
-            error = None if decision.action is Action.DONE else f"{decision.reason}: {result.detail}"[:500]
-            pending = status.callback_attempted(
-                entry.callback_id,
-                attempt=attempt,
-                state=decision.action.value,
-                status_code=result.status,
-                error=error,
-                started_at=int(result.started_at * 1000),
-                duration_ms=result.duration * 1000,
-                outcome=decision.action.value,
-                next_attempt_at=now + int(decision.delay * 1000) if retrying else None,
-                at=now,
-            )
-            if not retrying or attempt >= attempts or decision.delay > max_wait:
+            outcome = judge(settings, entry, result)
+            pending = outcome.updates()
+            retry_in = outcome.retry_in
+            if retry_in is None or outcome.attempt >= attempts or retry_in > max_wait:
                 recorder.record(pending)
-                delay = decision.delay if retrying else None
-                state = decision.action.value
-                return ImmediateResult(entry.callback_id, state, attempt, result.status, error, delay, recorder.outcome)
-            await asyncio.sleep(decision.delay)
+                return ImmediateResult(
+                    entry.callback_id,
+                    outcome.state,
+                    outcome.attempt,
+                    result.status,
+                    outcome.error,
+                    retry_in,
+                    recorder.outcome,
+                )
+            await asyncio.sleep(retry_in)
             entry = entry.next_attempt()
     finally:
         await sender.close()
@@ -166,7 +149,3 @@ def deliver_now(
         return asyncio.run(run)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="immediate-delivery") as pool:
         return pool.submit(asyncio.run, run).result()
-
-
-def _ms() -> int:
-    return int(time.time() * 1000)

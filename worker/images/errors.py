@@ -3,7 +3,7 @@
 :class:`InvalidImage` is bad input (the image, its path, the task's stage list
 or params): retrying the same task cannot succeed. :class:`StageFailed` is a
 stage or the pipeline failing on valid input (a model service down, a full
-disk); :attr:`ImageError.transient` tells which of those may succeed later.
+disk).
 
 ``str(error)`` says what was wrong and how to fix it; ``error.stage`` names the
 stage or step (``decode``, ``save``) that failed; :meth:`ImageError.as_payload`
@@ -42,7 +42,6 @@ FAILURE_CODES = frozenset(
         "save_failed",  # the result could not be written under MEDIA_ROOT
     }
 )
-TRANSIENT_CODES = frozenset({"model_failed", "model_timeout", "save_failed"})
 
 
 class ImageError(WorkerError):
@@ -62,11 +61,6 @@ class ImageError(WorkerError):
     def message(self) -> str:
         """The human-readable explanation."""
         return str(self.args[0])
-
-    @property
-    def transient(self) -> bool:
-        """Whether running the same task again later may succeed (model outage, full disk)."""
-        return self.code in TRANSIENT_CODES
 
     def as_payload(self) -> dict[str, str | None]:
         """The ``error`` object of a failure callback: ``{code, message, stage}``."""

@@ -1,13 +1,13 @@
 """Status stream entries as the writer holds them: decoded on arrival, written, bad updates set aside.
 
-Decoding is per update, not all-or-nothing: one malformed update in an entry carrying a hundred must not cost the other
-ninety-nine. What cannot be used is kept (as received, with the reason) and
-copied to the ``status:bad`` stream when the entry is acked.
+Decoding is the status codec's (:func:`worker.streams.status.decode`, per item,
+never all-or-nothing), with the field-level validation of :mod:`.merge` on top.
+What cannot be used is kept (as received, with the reason) and copied to the
+``status:bad`` stream when the entry is acked; so is what the database refuses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from ..streams.client import text
-from ..streams.status import StatusUpdate, expand_queued
+from ..streams import status
+from ..streams.groups import id_order
+from ..streams.status import StatusUpdate
 from .apply import StatusStore
 from .merge import check, merge
 
@@ -24,11 +25,9 @@ log = logging.getLogger(__name__)
 
 REFUSED = (DataError, IntegrityError)  # the rows, not the database, are at fault
 
-MAX_ERROR_CHARS = 1000
-
 
 @dataclass
-class Entry:
+class StatusEntry:
     """One status stream entry: its id, the updates to apply and the ones set aside (item, reason)."""
 
     stream_id: str
@@ -39,8 +38,7 @@ class Entry:
     @property
     def order(self) -> tuple[int, int]:
         """Sort key: stream order."""
-        ms, _, seq = self.stream_id.partition("-")
-        return int(ms), int(seq or 0)
+        return id_order(self.stream_id)
 
     def reject(self, update: StatusUpdate, why: str) -> None:
         """Set ``update`` aside (the database refused it)."""
@@ -49,55 +47,16 @@ class Entry:
 
     def bad_record(self) -> dict[str, str]:
         """Fields of this entry's record in the ``status:bad`` stream."""
-        if self.raw is not None:
-            body = self.raw
-        else:
-            body = json.dumps([item for item, _ in self.rejected], separators=(",", ":"), default=repr)
-        reasons = "; ".join(dict.fromkeys(why for _, why in self.rejected))
-        return {"id": self.stream_id, "error": reasons[:MAX_ERROR_CHARS], "u": body}
+        return status.bad_record(self.stream_id, self.rejected, self.raw)
 
 
-def decode_entry(stream_id: str, fields: Mapping[Any, Any]) -> Entry:
-    """Decode one entry's ``u`` field (bytes or str keys); never raises."""
-    entry = Entry(stream_id)
-    raw = fields.get(b"u", fields.get("u"))
-    if raw is None:
-        entry.raw = json.dumps({text(k): text(v) for k, v in fields.items()})
-        entry.rejected.append((None, "entry has no 'u' field"))
-        return entry
-    try:
-        items = json.loads(raw)
-    except ValueError as e:
-        items = e
-    if not isinstance(items, list):
-        entry.raw = text(raw)
-        entry.rejected.append((None, "not a JSON array of updates"))
-        return entry
-    for item in items:
-        try:
-            updates = expand_queued(item) if isinstance(item, dict) and "queued" in item else [_update(item)]
-            for update in updates:
-                check(update)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            entry.rejected.append((item, f"{type(e).__name__}: {e}"))
-            continue
-        entry.updates.extend(updates)
-    return entry
+def decode_entry(stream_id: str, fields: Mapping[Any, Any]) -> StatusEntry:
+    """Decode one entry (bytes or str keys), its updates checked field by field (:func:`.merge.check`); never raises."""
+    decoded = status.decode(fields, check)
+    return StatusEntry(stream_id, decoded.updates, decoded.rejected, decoded.raw)
 
 
-def _update(item: Any) -> StatusUpdate:
-    if not isinstance(item, dict):
-        raise ValueError("an update is a JSON object")
-    fields = item.get("fields") or {}
-    if not isinstance(fields, dict):
-        raise ValueError("'fields' must be an object")
-    at = item["at"]
-    if isinstance(at, bool) or not isinstance(at, int):
-        raise ValueError(f"'at' must be integer epoch milliseconds, got {at!r}")
-    return StatusUpdate(str(item["table"]), str(item["key"]), at, dict(fields))
-
-
-def write(store: StatusStore, entries: list[Entry]) -> int:
+def write(store: StatusStore, entries: list[StatusEntry]) -> int:
     """Apply the entries' updates (in stream order) in one transaction; returns the rows changed.
 
     If the database refuses the batch for its data (not for being unavailable:
@@ -115,7 +74,7 @@ def write(store: StatusStore, entries: list[Entry]) -> int:
     return sum(_write_alone(store, entry) for entry in entries)
 
 
-def _write_alone(store: StatusStore, entry: Entry) -> int:
+def _write_alone(store: StatusStore, entry: StatusEntry) -> int:
     if not entry.updates:
         return 0
     try:

@@ -13,19 +13,15 @@ its successor first claims whatever it left pending.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 
-import redis
-from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config.settings import Settings
-from ..streams.client import sync_client
+from ..streams.client import REDIS_ERRORS, sync_client
 from ..streams.keys import Keys
+from ..streams.lease import Lease, lapsed
 from .apply import StatusStore
 from .engine import make_engine
 from .entries import reason
@@ -37,45 +33,36 @@ log = logging.getLogger(__name__)
 SCHEMA_RECHECK = 10.0  # seconds between looks at an outdated schema
 
 
-class WriterLease:
-    """The status writer lease (a redis-py lock under a private token), renewed every third of its TTL."""
+class Tenure:
+    """The writer's hold on its lease: renewed every third of its TTL, lost once a whole TTL passed unrenewed."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, ttl: float) -> None:
-        self.ttl = ttl
-        token = secrets.token_hex(8)
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{token}"
-        self._lock = client.lock(keys.status_lease, timeout=ttl, blocking=False, thread_local=False)
-        self._renewed = 0.0
-
-    def acquire(self) -> bool:
-        """Take the lease if it is free."""
-        if self._lock.acquire(blocking=False, token=self.holder):
-            self._renewed = time.monotonic()
-            return True
-        return False
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self._renewed = time.monotonic()  # taken just now
 
     def keep(self) -> bool:
-        """Renew when due; ``False`` once another writer may hold it (lost, or unrenewed for a whole TTL)."""
+        """Renew when due; ``False`` once another writer may hold the lease (lost, or unrenewed for a whole TTL)."""
         now = time.monotonic()
-        if now - self._renewed < self.ttl / 3:
+        if now - self._renewed < self.lease.ttl / 3:
             return True
         try:
-            self._lock.reacquire()
-        except LockError:
-            log.warning("status writer %s lost its lease", self.holder)
-            return False
-        except RedisError as e:
+            state = self.lease.renew()
+        except REDIS_ERRORS as e:
             log.warning("status writer lease renewal failed: %s", e)
-            return now - self._renewed < self.ttl
+            return not lapsed(self._renewed, now, self.lease.ttl)
+        if not state.held:
+            log.warning("status writer %s lost its lease", self.lease.holder)
+            return False
         self._renewed = now
         return True
 
-    def release(self) -> None:
-        """Give the lease up so a successor can start at once."""
-        try:
-            self._lock.release()
-        except (LockError, RedisError) as e:
-            log.info("status writer lease not released: %s", e)
+
+def _release(lease: Lease) -> None:
+    """Give the lease up so a successor can start at once (a failure only delays it by the TTL)."""
+    try:
+        lease.release()
+    except REDIS_ERRORS as e:
+        log.info("status writer lease not released: %s", e)
 
 
 def run_status_writer(
@@ -88,18 +75,19 @@ def run_status_writer(
     """
     keys = Keys(settings.namespace, settings.queue)
     client = sync_client(settings.redis_url, retries=0)
-    lease = WriterLease(client, keys, settings.lease_ttl)
+    lease = Lease(client, keys.writer_lease, settings.lease_ttl)
     try:
-        if not lease.acquire():
+        if not lease.acquire().held:
             client.close()
             return "not_writer"
-    except RedisError as e:
+    except REDIS_ERRORS as e:
         log.warning("status writer: Redis unavailable (%s)", e)
         client.close()
         return "unavailable"
+    tenure = Tenure(lease)
     outcome = "failed"
-    if not _wait_for_schema(settings.database_url, lambda: should_stop() or not lease.keep()):
-        lease.release()
+    if not _wait_for_schema(settings.database_url, lambda: should_stop() or not tenure.keep()):
+        _release(lease)
         client.close()
         return "stopped"
     engine = make_engine(settings.database_url)
@@ -116,13 +104,13 @@ def run_status_writer(
             idle_block=min(1.0, settings.lease_ttl / 4),
         )
         log.info("writing statuses of %s as %s", keys.status_updates, lease.holder)
-        outcome = writer.run(should_stop, keep_lease=lease.keep, burst=burst)
+        outcome = writer.run(should_stop, keep_lease=tenure.keep, burst=burst)
         return outcome
     finally:
         store.close()
         engine.dispose()
         if outcome != "lost":
-            lease.release()
+            _release(lease)
         client.close()
         log.info("status writer %s ended: %s", lease.holder, outcome)
 

@@ -31,22 +31,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
 from ..delivery.policy import retry_pause
-from ..streams.client import text
-from ..streams.keys import STATUS_GROUP, Keys
+from ..errors import StreamGone
+from ..streams.client import REDIS_ERRORS
+from ..streams.keys import Keys
+from ..streams.status_stream import StatusStream
 from .apply import IncompleteWrite, StatusStore
-from .entries import Entry, decode_entry, reason, write
+from .entries import StatusEntry, decode_entry, reason, write
 
 log = logging.getLogger(__name__)
 
-BAD_MAXLEN = 10_000
 READ_COUNT = 100  # entries per XREADGROUP
 MAX_BACKOFF = 5.0
-TRANSIENT = (SQLAlchemyError, IncompleteWrite)
+TRANSIENT: tuple[type[Exception], ...] = (SQLAlchemyError, IncompleteWrite, *REDIS_ERRORS)  # retried with backoff
+FAILED_TURN: tuple[type[Exception], ...] = (StreamGone, *TRANSIENT)  # a turn of the loop that raised: retried
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class StatusWriter:
         idle_block: float = 1.0,
     ) -> None:
         self.client = client
+        self.stream = StatusStream(client, keys)
         self.store = store
         self.keys = keys
         self.consumer = consumer
@@ -82,10 +84,10 @@ class StatusWriter:
         self.flush_size = flush_size
         self.claim_idle = claim_idle
         self.idle_block = idle_block
-        self._buffer: dict[str, Entry] = {}
+        self._buffer: dict[str, StatusEntry] = {}
         self._buffered_updates = 0
         self._oldest: float | None = None
-        self._unacked: list[Entry] = []
+        self._unacked: list[StatusEntry] = []
         self.failures = 0  # consecutive failed turns (Redis or database unavailable)
         self.retries = 0  # failed turns since start
         self._claim_all = True  # first thing: take over what dead predecessors left pending
@@ -95,11 +97,7 @@ class StatusWriter:
 
     def ensure_group(self) -> None:
         """Create the consumer group from the stream's start, so updates written before it count."""
-        try:
-            self.client.xgroup_create(self.keys.status_updates, STATUS_GROUP, id="0", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        self.stream.ensure_group()
 
     def read(self, block: float) -> int:
         """Read new entries (waiting up to ``block`` s for the first); returns how many arrived."""
@@ -107,50 +105,31 @@ class StatusWriter:
         if room <= 0:
             return 0
         try:
-            reply: Any = self.client.xreadgroup(
-                STATUS_GROUP,
-                self.consumer,
-                {self.keys.status_updates: ">"},
-                count=room,
-                block=max(1, int(block * 1000)),
-            )
-        except ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
+            messages = self.stream.read(self.consumer, room, block)
+        except StreamGone:
             self.ensure_group()  # the stream was deleted (ops reset): start over
             return 0
-        except (redis.RedisError, OSError):
+        except REDIS_ERRORS:
             self._claim_all = True  # the server may have delivered entries we never saw
             raise
-        return sum(self._accept(sid, fields) for _, messages in reply or [] for sid, fields in messages)
+        return sum(self._accept(sid, fields) for sid, fields in messages)
 
     def reclaim(self, min_idle: float) -> int:
         """Claim entries pending for ``min_idle`` s (any consumer, ourselves included) that we do not hold."""
         held = set(self._buffer) | {entry.stream_id for entry in self._unacked}
-        cursor, claimed = "0-0", 0
-        while True:
-            reply: Any = self.client.xautoclaim(
-                self.keys.status_updates, STATUS_GROUP, self.consumer, int(min_idle * 1000), cursor, count=500
-            )
-            cursor = text(reply[0])
-            for sid, fields in reply[1]:
-                if text(sid) not in held and fields is not None:
-                    claimed += self._accept(sid, fields)
-            if cursor == "0-0":
-                break
+        claimed = sum(
+            self._accept(sid, fields) for sid, fields in self.stream.claim(self.consumer, min_idle) if sid not in held
+        )
         if claimed:
             log.info("status writer %s claimed %d pending entries", self.consumer, claimed)
         return claimed
 
     def forget_idle_consumers(self) -> None:
         """Remove other consumers that hold nothing and have been idle for ``claim_idle`` (tidy XINFO)."""
-        for info in self.client.xinfo_consumers(self.keys.status_updates, STATUS_GROUP):
-            name = text(info["name"])
-            if name != self.consumer and int(info["pending"]) == 0 and int(info["idle"]) > self.claim_idle * 1000:
-                self.client.xgroup_delconsumer(self.keys.status_updates, STATUS_GROUP, name)
+        self.stream.forget_idle_consumers(keep=self.consumer, idle=self.claim_idle)
 
-    def _accept(self, sid: Any, fields: Any) -> int:
-        entry = decode_entry(text(sid), fields)
+    def _accept(self, sid: str, fields: Any) -> int:
+        entry = decode_entry(sid, fields)
         if entry.stream_id in self._buffer:
             return 0
         self._buffer[entry.stream_id] = entry
@@ -199,24 +178,15 @@ class StatusWriter:
             return
         entries = self._unacked
         ids = [entry.stream_id for entry in entries]
-        pipe = self.client.pipeline(transaction=True)
-        for entry in entries:
-            if entry.rejected:
-                pipe.xadd(self.keys.status_bad, entry.bad_record(), maxlen=BAD_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.xack(self.keys.status_updates, STATUS_GROUP, *ids)
-        pipe.xdel(self.keys.status_updates, *ids)
         try:
-            replies = pipe.execute()
-        except ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
+            acked = self.stream.ack(ids, [entry.bad_record() for entry in entries if entry.rejected])
+        except StreamGone:
             log.warning(
                 "status stream %s was deleted; %d applied entries need no ack", self.keys.status_updates, len(ids)
             )
             self._unacked, self._claim_all = [], True
             return
         self._unacked = []
-        acked = int(replies[-2])
         if acked < len(ids):
             log.warning(
                 "status writer %s: %d of %d entries were no longer ours", self.consumer, len(ids) - acked, len(ids)
@@ -269,8 +239,8 @@ class StatusWriter:
             try:
                 got = self.step()
                 self.failures = 0
-            except (redis.RedisError, OSError, *TRANSIENT) as e:
-                if isinstance(e, ResponseError) and "NOGROUP" in str(e):
+            except FAILED_TURN as e:
+                if isinstance(e, StreamGone):
                     self._claim_all = True  # the stream was deleted: recreate the group next turn
                 self.failures += 1
                 self.retries += 1
@@ -282,7 +252,7 @@ class StatusWriter:
             if burst and not got:  # nothing new: flush what is left now and finish
                 try:
                     self.flush()
-                except (redis.RedisError, OSError, *TRANSIENT):
+                except TRANSIENT:
                     continue
                 if not self._buffer and not self._unacked:
                     return "idle"
@@ -292,7 +262,7 @@ class StatusWriter:
             try:
                 self.flush()
                 return
-            except (redis.RedisError, OSError, *TRANSIENT) as e:
+            except TRANSIENT as e:
                 log.warning(
                     "status writer stopping: flush failed (%s), %d tries left", reason(e), attempts - attempt - 1
                 )

@@ -19,6 +19,10 @@ from redis.retry import Retry
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
 
+# What a Redis call may raise besides the project's own errors: Redis unreachable, a timeout,
+# an error reply no operation converts. Callers retry later (the leader's and the writer's loops).
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+
 
 def _options(retries: int) -> dict[str, object]:
     return {
@@ -51,6 +55,11 @@ def async_client(url: str) -> aioredis.Redis:
 def text(value: Any) -> str:
     """A Redis reply value as ``str`` (clients without ``decode_responses`` answer bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(raw: Any) -> dict[str, str]:
+    """A Redis hash or stream entry's fields as ``str`` keys and values (``{}`` for none)."""
+    return {text(k): text(v) for k, v in (raw or {}).items()}
 
 
 def redacted(url: str) -> str:

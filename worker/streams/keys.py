@@ -3,30 +3,34 @@
 Layout for namespace ``cbw`` and queue ``default`` (the ``{default}`` hash tag
 keeps one queue's keys in one Redis Cluster slot, so scripts and MULTI work):
 
-=============================  ======  ==========================================================
-key                            type    holds
-=============================  ======  ==========================================================
-``cbw:{default}:stream``       stream  callbacks waiting or in flight; group ``deliverers``.
-                                       Entries are deleted when settled, so it never needs trimming.
-``cbw:{default}:delayed``      zset    retries and deferred entries, scored by due time (ms);
-                                       members are JSON entries, moved back by ``promote.lua``.
-``cbw:{default}:dlq``          stream  dead letters: the entry plus reason, status code, attempts.
-``cbw:{default}:leader``       string  the leader lease: ``token`` (PX = lease TTL).
-``cbw:{default}:leader:info``  hash    holder, pid, host, epoch, acquired/renewed times.
-``cbw:{default}:epoch``        string  fencing epoch, +1 on every acquisition.
-``cbw:{default}:election``     string  debounces the watchdogs' "start a leader" message.
-``cbw:{default}:pace``         string  GCRA theoretical arrival time (µs, Redis clock).
-``cbw:{default}:stats``        hash    counters and last-send time, for ``ops status``.
-``cbw:{default}:config``       string  run-time configuration: JSON ``{version, values}``.
-``cbw:{default}:status``       stream  status updates for the database, many per entry (JSON array);
-                                       read by the status writer's group ``writers``. Same hash tag,
-                                       so the leader's settle script writes them atomically with acks.
-``cbw:{default}:status:bad``   stream  malformed status entries the writer set aside: ``u`` as received,
-                                       ``error``, ``id`` (the source entry id); capped (MAXLEN ~).
-``cbw:{default}:writer``       string  the status writer lease: its token (PX = lease TTL).
-``cbw:{default}:writer:vote``  string  debounces the watchdogs' "start a status writer" message.
-``cbw:dramatiq:*``             various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
-=============================  ======  ==========================================================
+==============================  ======  ==========================================================
+key                             type    holds
+==============================  ======  ==========================================================
+``cbw:{default}:stream``        stream  callbacks waiting or in flight; group ``deliverers``.
+                                        Entries are deleted when settled, so it never needs trimming.
+``cbw:{default}:delayed``       zset    retries and deferred entries, scored by due time (ms);
+                                        members are JSON entries, moved back by ``promote.lua``.
+``cbw:{default}:dlq``           stream  dead letters: the entry plus reason, status code, attempts.
+``cbw:{default}:leader``        string  the leader lease: its holder's token (PX = lease TTL).
+``cbw:{default}:leader:info``   hash    ``holder`` (``host:pid:token prefix``), ``epoch``, ``acquired_ms``,
+                                        ``renewed_ms``, ``released_ms`` (for operators).
+``cbw:{default}:epoch``         string  the leader's fencing epoch, +1 on every acquisition.
+``cbw:{default}:election``      string  debounces the watchdogs' "start a leader" message.
+``cbw:{default}:pace``          string  GCRA theoretical arrival time (µs, Redis clock).
+``cbw:{default}:stats``         hash    counters and last-send time, for ``ops status``.
+``cbw:{default}:config``        string  run-time configuration: JSON ``{version, values}``.
+``cbw:{default}:status``        stream  status updates for the database, many per entry (JSON array);
+                                        read by the status writer's group ``writers``. Same hash tag,
+                                        so the leader's settle script writes them atomically with acks.
+``cbw:{default}:status:bad``    stream  malformed status entries the writer set aside: ``u`` as received,
+                                        ``error``, ``id`` (the source entry id); capped (MAXLEN ~).
+``cbw:{default}:writer``        string  the status writer lease: its holder's token (PX = lease TTL). A writer
+                                        of an earlier version stored ``host:pid:token`` here, with no info.
+``cbw:{default}:writer:info``   hash    the writer's ``holder``, ``epoch``, times: as ``leader:info``.
+``cbw:{default}:writer:epoch``  string  the writer's fencing epoch, +1 on every acquisition.
+``cbw:{default}:writer:vote``   string  debounces the watchdogs' "start a status writer" message.
+``cbw:dramatiq:*``              various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
+==============================  ======  ==========================================================
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ from dataclasses import dataclass
 
 GROUP = "deliverers"
 STATUS_GROUP = "writers"
+
+
+@dataclass(frozen=True)
+class LeaseKeys:
+    """The three keys of one lease (``lease.lua``'s KEYS): the lease, its info hash, its fencing epoch."""
+
+    lease: str
+    info: str
+    epoch: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,11 @@ class Keys:
         return f"{self._tag}:epoch"
 
     @property
+    def leader_lease(self) -> LeaseKeys:
+        """The leader's lease keys."""
+        return LeaseKeys(self.lease, self.lease_info, self.epoch)
+
+    @property
     def election(self) -> str:
         return f"{self._tag}:election"
 
@@ -99,6 +117,11 @@ class Keys:
     @property
     def status_lease(self) -> str:
         return f"{self._tag}:writer"
+
+    @property
+    def writer_lease(self) -> LeaseKeys:
+        """The status writer's lease keys (the lease key is ``status_lease``, unchanged)."""
+        return LeaseKeys(self.status_lease, f"{self._tag}:writer:info", f"{self._tag}:writer:epoch")
 
     @property
     def status_election(self) -> str:

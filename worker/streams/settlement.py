@@ -20,38 +20,27 @@ class Settlement:
     args: list[str] = field(default_factory=list)
     count: int = 0
     updates: list[StatusUpdate] = field(default_factory=list)
-    sending: dict[str, StatusUpdate] = field(default_factory=dict)
 
     def record(self, updates: list[StatusUpdate]) -> None:
-        """Add status updates to write with this settlement."""
-        for update in updates:
-            # An attempt that ends before this settlement is written makes its "sending" update
-            # invisible: the writer's merge would let the final state overwrite every field of it.
-            if update.table == "callbacks":
-                self.sending.pop(update.key, None)
+        """Add status updates to write with this settlement (after those it holds)."""
         self.updates.extend(updates)
 
-    def record_sending(self, update: StatusUpdate) -> None:
-        """Add an attempt's "sending" update; dropped again if the attempt ends before the write."""
-        self.sending[update.key] = update
-
     def absorb(self, other: Settlement) -> None:
-        """Take over everything ``other`` holds (after a failed settle, to try again)."""
+        """Take over everything ``other`` holds, ahead of what this one holds (after a failed settle)."""
         self.args[:0] = other.args
         self.count += other.count
         self.updates[:0] = other.updates
-        self.sending = {**other.sending, **self.sending}
 
     def script_args(self) -> list[str]:
         """ARGV records for ``settle.lua``."""
-        updates = [*self.sending.values(), *self.updates] if self.sending else self.updates
-        if not updates:
+        if not self.updates:
             return self.args
-        return [*self.args, "status", status.encode(updates)]
+        return [*self.args, "status", status.encode(self.updates)]
 
     @property
     def empty(self) -> bool:
-        return not self.count and not self.updates and not self.sending
+        """Whether there is nothing to write."""
+        return not self.count and not self.updates
 
     def ack(self, entry: CallbackEntry) -> None:
         """Delivered: remove it."""

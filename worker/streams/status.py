@@ -10,6 +10,11 @@ statements. One entry's field ``u`` holds a JSON array of updates::
 or, for a batch of newly enqueued callbacks, the compact ``{"queued": [[id,
 url, task_id], ...], "at": ms}`` (see :func:`encode_queued`).
 
+Decoding (:func:`decode`) is per item, not all-or-nothing: one malformed update
+in an entry carrying a hundred must not cost the other ninety-nine. What cannot
+be used is kept (as received, with the reason) for the ``status:bad`` stream
+(:func:`bad_record`).
+
 ``table`` is one of ``callbacks``, ``callback_attempts``, ``image_edit_tasks``.
 ``key`` is the row's identity (callback id; task id; ``"<callback id>:<n>"`` for
 attempt ``n``). ``fields`` hold column values; times are epoch milliseconds.
@@ -21,9 +26,11 @@ out-of-order duplicates harmless.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .client import text
 
 if TYPE_CHECKING:
     import redis
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
 
 CALLBACK_STATES = ("queued", "sending", "retrying", "delivered", "dead")
 TERMINAL_CALLBACK_STATES = frozenset({"delivered", "dead"})
+MAX_ERROR_CHARS = 1000  # of a ``status:bad`` record's reasons
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError)  # what decoding (or a check) raises on a bad item
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,64 @@ def expand_queued(item: dict[str, Any]) -> list[StatusUpdate]:
             raise ValueError(f"a queued callback is [id, url, task_id], got {row!r}")
         out.append(callback_queued(row[0], row[1], row[2] if isinstance(row[2], str) else None, at))
     return out
+
+
+class Decoded(NamedTuple):
+    """One status entry's updates, the items set aside with why, and ``raw`` (the entry, when unusable as a whole)."""
+
+    updates: list[StatusUpdate]
+    rejected: list[tuple[Any, str]]
+    raw: str | None
+
+
+def decode(fields: Mapping[Any, Any], check: Callable[[StatusUpdate], object] = lambda update: None) -> Decoded:
+    """The updates of one status stream entry's fields (bytes or str keys); never raises.
+
+    An item that is malformed, or one of whose updates ``check`` refuses (by
+    raising ``ValueError``, ``TypeError``, ``KeyError`` or ``AttributeError``),
+    is set aside with the reason; the other items are kept.
+    """
+    raw = fields.get(b"u", fields.get("u"))
+    if raw is None:
+        whole = json.dumps({text(k): text(v) for k, v in fields.items()})
+        return Decoded([], [(None, "entry has no 'u' field")], whole)
+    try:
+        items = json.loads(raw)
+    except ValueError as e:
+        items = e
+    if not isinstance(items, list):
+        return Decoded([], [(None, "not a JSON array of updates")], text(raw))
+    decoded = Decoded([], [], None)
+    for item in items:
+        try:
+            updates = expand_queued(item) if isinstance(item, dict) and "queued" in item else [decode_update(item)]
+            for update in updates:
+                check(update)
+        except MALFORMED as e:
+            decoded.rejected.append((item, f"{type(e).__name__}: {e}"))
+            continue
+        decoded.updates.extend(updates)
+    return decoded
+
+
+def decode_update(item: Any) -> StatusUpdate:
+    """One update from its wire form; raises ``ValueError`` (or another of :data:`MALFORMED`) if it is malformed."""
+    if not isinstance(item, dict):
+        raise ValueError("an update is a JSON object")
+    fields = item.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise ValueError("'fields' must be an object")
+    at = item["at"]
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise ValueError(f"'at' must be integer epoch milliseconds, got {at!r}")
+    return StatusUpdate(str(item["table"]), str(item["key"]), at, dict(fields))
+
+
+def bad_record(stream_id: str, rejected: Sequence[tuple[Any, str]], raw: str | None) -> dict[str, str]:
+    """The ``status:bad`` record of entry ``stream_id``: ``u`` as received (or the items set aside), why, the id."""
+    body = raw if raw is not None else json.dumps([item for item, _ in rejected], separators=(",", ":"), default=repr)
+    reasons = "; ".join(dict.fromkeys(why for _, why in rejected))
+    return {"id": stream_id, "error": reasons[:MAX_ERROR_CHARS], "u": body}
 
 
 def callback_queued(callback_id: str, url: str, task_id: str | None, at: int) -> StatusUpdate:
@@ -139,5 +206,4 @@ def record_status(updates: Iterable[StatusUpdate], client: redis.Redis, keys: Ke
     batch = list(updates)
     if not batch:
         return None
-    entry_id = client.xadd(keys.status_updates, {"u": encode(batch)})
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return text(client.xadd(keys.status_updates, {"u": encode(batch)}))

@@ -1,12 +1,15 @@
--- The leader lease: one holder per queue, identified by a random token, with a fencing epoch.
+-- A fenced lease (the leader's, the status writer's): one holder, identified by a random token.
+-- Taking a free lease is SET PX after GET found it empty, atomic in this script: the same
+-- mutual exclusion as SET NX PX, so a holder that takes the key with SET NX PX (an earlier
+-- version's status writer, a redis-py lock) and this script never both hold it.
 --
 -- KEYS[1] lease     string: holder token, PX = TTL
--- KEYS[2] info      hash: holder, token, epoch, acquired_ms, renewed_ms (for operators)
--- KEYS[3] epoch     string: +1 on every new acquisition
+-- KEYS[2] info      hash: holder, epoch, acquired_ms, renewed_ms, released_ms (for operators)
+-- KEYS[3] epoch     string: +1 on every new acquisition (the fencing epoch)
 -- ARGV[1] op        "acquire" | "renew" | "release"
 -- ARGV[2] token
 -- ARGV[3] ttl_ms    (acquire, renew)
--- ARGV[4] holder    (acquire) a human-readable description: host, pid
+-- ARGV[4] holder    (acquire) a human-readable name: host:pid:token prefix
 -- Returns {1, epoch} when the caller holds the lease after the call (release: {1, epoch}
 -- when it did release), else {0, epoch, remaining ttl ms of the current holder}.
 local t = redis.call('TIME')

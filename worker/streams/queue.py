@@ -1,0 +1,271 @@
+"""The callback queue's operations (stream, delayed set, dead letters): each KEYS list and reply read once.
+
+Operations of :mod:`.protocol`, run by the two fronts of :mod:`.stream`: the
+leader's (asyncio) and the operators' (blocking). The consumer-group parts are
+:mod:`.groups`', shared with the status stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .client import text, texts
+from .entry import CallbackEntry
+from .groups import (
+    ConsumerInfo,
+    Fence,
+    GroupInfo,
+    Message,
+    Pending,
+    claim,
+    claim_each,
+    create_group,
+    deliveries,
+    find_consumers,
+    find_group,
+    forget_consumer,
+    id_order,
+    pending,
+    read_group,
+)
+from .keys import GROUP, Keys
+from .protocol import Batch, Command, Operation, Script
+from .settlement import Settlement
+
+PAGE = 500  # entries per XRANGE when a whole stream is read
+PoisonRule = Callable[[Settlement, CallbackEntry, int, int, int], None]  # engine.attempt.record_poison
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """Entries taken over from silent consumers, and how often each was delivered."""
+
+    entries: list[CallbackEntry]
+    deliveries: dict[str, int]
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """Sizes and ages of one queue at one moment (for metrics and status)."""
+
+    length: int
+    pending: int
+    lag: int
+    oldest_age: float
+    delayed: int
+    dead: int
+
+
+@dataclass(frozen=True)
+class HandedBack:
+    """What handing idle pending entries back did: re-added at the stream's tail, or dead-lettered as poison."""
+
+    handed_back: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """Everything ``ops status`` shows of one queue, read at ``now_ms`` (Redis clock); raw, not yet judged."""
+
+    now_ms: int
+    length: int
+    oldest_ms: int | None  # when the oldest stream entry was added
+    delayed: int
+    next_due_ms: float | None  # due time of the first delayed entry
+    dead: int
+    lease_held: bool
+    lease_ttl_ms: int  # PTTL: -2 no lease, -1 no expiry
+    lease_info: dict[str, str]
+    stats: dict[str, str]
+    group: GroupInfo | None
+    consumers: list[ConsumerInfo] = field(default_factory=list)
+
+
+def now_ms() -> Operation[int]:
+    """The Redis clock in milliseconds (the scripts' clock)."""
+    sec, usec = yield Command("time")
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def ensure_group(keys: Keys) -> Operation[None]:
+    """Create the consumer group from the stream's start (entries added before it count)."""
+    yield from create_group(keys.stream, GROUP)
+
+
+def read(keys: Keys, consumer: str, count: int, block: float) -> Operation[list[CallbackEntry]]:
+    """New entries for ``consumer``, waiting up to ``block`` seconds; ``StreamGone`` if the stream or group vanished."""
+    messages = yield from read_group(keys.stream, GROUP, consumer, count, block)
+    return _entries(messages)
+
+
+def reclaim(
+    keys: Keys, consumer: str, min_idle: float, fence: tuple[str, int] | None, count: int
+) -> Operation[Reclaimed]:
+    """Claim every entry idle ``min_idle`` s (any consumer, ``consumer`` included) with its delivery count.
+
+    ``fence`` is the leader's lease token and epoch (the claim is refused,
+    ``LeaseLost``, unless both are current); ``None`` for a plain claim.
+    """
+    fenced = None if fence is None else Fence(keys.lease, keys.epoch, *fence)
+    entries = _entries((yield from claim(keys.stream, GROUP, consumer, min_idle, count=count, fence=fenced)))
+    counts = yield from deliveries(keys.stream, GROUP, consumer, [e.stream_id or "" for e in entries])
+    return Reclaimed(entries, counts)
+
+
+def hand_back(
+    keys: Keys, consumer: str, min_idle: float, max_deliveries: int, poison: PoisonRule, *, count: int = 100
+) -> Operation[HandedBack]:
+    """Claim entries idle ``min_idle`` s as ``consumer`` and settle them back to the stream's tail, page by page.
+
+    A copy at the tail starts a fresh delivery count, so an entry read more than
+    ``max_deliveries`` times is dead-lettered by ``poison`` instead (the
+    leader's rule, ``engine.attempt.record_poison``). ``consumer`` is deleted
+    afterwards. Not fenced: for operators repairing a queue, not for a leader.
+    """
+    handed = dead = 0
+
+    def settle_page(messages: list[Message]) -> Operation[None]:
+        nonlocal handed, dead
+        entries = _entries(messages)
+        times = yield from deliveries(keys.stream, GROUP, consumer, [e.stream_id or "" for e in entries])
+        settlement, now = Settlement(), (yield from now_ms())
+        for entry in entries:
+            if (read := times.get(entry.stream_id or "", 1)) > max_deliveries:
+                poison(settlement, entry, read, max_deliveries, now)
+                dead += 1
+            else:
+                settlement.again(entry)
+                handed += 1
+        yield from settle(keys, settlement)
+
+    yield from claim_each(keys.stream, GROUP, consumer, min_idle, settle_page, count=count)
+    yield from forget_consumer(keys.stream, GROUP, consumer)
+    return HandedBack(handed, dead)
+
+
+def snapshot(keys: Keys) -> Operation[QueueSnapshot]:
+    """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: one round trip."""
+    length, groups, first, delayed, dead, (sec, usec) = yield Batch(
+        (
+            Command("xlen", (keys.stream,)),
+            Command("xinfo_groups", (keys.stream,)),
+            Command("xrange", (keys.stream,), {"count": 1}),
+            Command("zcard", (keys.delayed,)),
+            Command("xlen", (keys.dead,)),
+            Command("time"),
+        ),
+        raise_on_error=False,
+    )
+    group = find_group(groups, GROUP)
+    now = int(sec) * 1000 + int(usec) // 1000
+    oldest = (now - id_order(text(first[0][0]))[0]) / 1000 if first else 0.0
+    return QueueSnapshot(
+        length=int(length) if isinstance(length, int) else 0,
+        pending=group.pending if group else 0,
+        lag=(group.lag or 0) if group else 0,
+        oldest_age=max(0.0, oldest),
+        delayed=int(delayed),
+        dead=int(dead),
+    )
+
+
+def state(keys: Keys) -> Operation[QueueState]:
+    """The queue, the delayed set, the dead letters, the leader lease, the counters, the group: two round trips."""
+    (sec, usec), length, first, delayed, head, dead, held, ttl, info, stats = yield Batch(
+        (
+            Command("time"),
+            Command("xlen", (keys.stream,)),
+            Command("xrange", (keys.stream,), {"count": 1}),
+            Command("zcard", (keys.delayed,)),
+            Command("zrange", (keys.delayed, 0, 0), {"withscores": True}),
+            Command("xlen", (keys.dead,)),
+            Command("exists", (keys.lease,)),
+            Command("pttl", (keys.lease,)),
+            Command("hgetall", (keys.lease_info,)),
+            Command("hgetall", (keys.stats,)),
+        )
+    )
+    groups, rows = yield Batch(  # errors mean "no stream or group yet"
+        (Command("xinfo_groups", (keys.stream,)), Command("xinfo_consumers", (keys.stream, GROUP))),
+        raise_on_error=False,
+    )
+    group = find_group(groups, GROUP)
+    return QueueState(
+        now_ms=int(sec) * 1000 + int(usec) // 1000,
+        length=int(length),
+        oldest_ms=id_order(text(first[0][0]))[0] if first else None,
+        delayed=int(delayed),
+        next_due_ms=float(head[0][1]) if head else None,
+        dead=int(dead),
+        lease_held=bool(held),
+        lease_ttl_ms=int(ttl),
+        lease_info=texts(info),
+        stats=texts(stats),
+        group=group,
+        consumers=find_consumers(rows) if group else [],
+    )
+
+
+def settle(keys: Keys, settlement: Settlement) -> Operation[int]:
+    """Apply collected outcomes in one round trip (``settle.lua``); returns how many were still pending."""
+    if settlement.empty:
+        return 0
+    script_keys = (keys.stream, keys.delayed, keys.dead, keys.stats, keys.status_updates)
+    return int((yield Script("settle", script_keys, (GROUP, *settlement.script_args()))))
+
+
+def promote_due(keys: Keys, limit: int) -> Operation[tuple[int, float | None]]:
+    """Move up to ``limit`` due retries back to the stream; returns (moved, seconds until the next is due)."""
+    moved, wait = yield Script("promote", (keys.delayed, keys.stream), (limit,))
+    seconds = float(text(wait))
+    return int(moved), (None if seconds < 0 else seconds)
+
+
+def promote_all(keys: Keys, limit: int) -> Operation[int]:
+    """Move every due retry back to the stream, ``limit`` per call; returns how many moved."""
+    total, moved = 0, limit
+    while moved >= limit:  # the script moves at most ``limit`` per call
+        moved, _ = yield from promote_due(keys, limit)
+        total += moved
+    return total
+
+
+def replay(keys: Keys, ids: Sequence[str]) -> Operation[int]:
+    """Send the dead letters ``ids`` back as fresh callbacks (``replay.lua``); returns how many moved."""
+    if not ids:
+        return 0
+    return int((yield Script("replay", (keys.dead, keys.stream), tuple(ids))))
+
+
+def page(key: str, low: str, high: str, count: int = PAGE) -> Operation[list[tuple[str, dict[str, str]]]]:
+    """Entries of stream ``key`` with ids in ``low..high`` (``(`` excludes), at most ``count``, fields decoded."""
+    rows = yield Command("xrange", (key, low, high), {"count": count})
+    return [(text(sid), texts(fields)) for sid, fields in rows or []]
+
+
+def delayed_with(keys: Keys, callback_id: str) -> Operation[list[tuple[dict[str, str], float]]]:
+    """The delayed-set members of callback ``callback_id``: their fields and due times (ms). A scan."""
+    pattern = '*"cid":' + re.sub(r"([*?\[\]\\])", r"\\\1", json.dumps(callback_id)) + "*"  # see CallbackEntry.member
+    found, cursor = [], 0
+    while True:
+        cursor, rows = yield Command("zscan", (keys.delayed, cursor), {"match": pattern, "count": 1000})
+        for member, score in rows:
+            fields = {key: str(value) for key, value in json.loads(member).items()}
+            if fields.get("cid") == callback_id:
+                found.append((fields, float(score)))
+        if int(cursor) == 0:
+            return found
+
+
+def pending_entry(keys: Keys, stream_id: str) -> Operation[Pending | None]:
+    """Who holds stream entry ``stream_id`` and how often it was delivered; ``None`` if it is not pending."""
+    rows = yield from pending(keys.stream, GROUP, stream_id, stream_id, 1)
+    return rows[0] if rows else None
+
+
+def _entries(messages: list[Message]) -> list[CallbackEntry]:
+    return [CallbackEntry.from_fields(sid, fields) for sid, fields in messages]
