@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 
 import redis
 
+from worker import redact
 from worker.config.runtime import RUNTIME_VARIABLES, ConfigStore
 from worker.config.settings import Settings
 from worker.errors import SettingsError
-from worker.streams.client import redacted, sync_client
+from worker.streams.client import sync_client
 from worker.streams.keys import Keys
 
 from . import commands, render
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, settings, client)
     except (redis.ConnectionError, redis.TimeoutError) as e:
-        print(f"Redis at {redacted(settings.redis_url)} does not answer ({e}); check REDIS_URL.", file=sys.stderr)
+        print(f"Redis at {redact.url(settings.redis_url)} does not answer ({e}); check REDIS_URL.", file=sys.stderr)
         return 2
     finally:
         client.close()

@@ -167,6 +167,13 @@ def test_a_task_id_is_loaded_from_the_database(make_settings, media, receiver, s
     engine.dispose()
 
 
+DEEP: list = []
+_level = DEEP
+for _ in range(965):  # deep enough to stop a JSON decoder downstream, had it been accepted
+    _level.append([])
+    _level = _level[0]
+
+
 @pytest.mark.parametrize(
     ("task", "message"),
     [
@@ -177,6 +184,9 @@ def test_a_task_id_is_loaded_from_the_database(make_settings, media, receiver, s
         ({"task_id": "t", "image": "eA==", "stages": "resize"}, "'stages' must be a list"),
         ({"task_id": "t", "image": "eA==", "params": [1]}, "'params' must be an object"),
         (["t"], "a task is a dict or a task id string"),
+        ({"task_id": "t\udcff", "image": "eA=="}, "'task_id' must be a non-empty string"),
+        ({"task_id": "t\x00", "image": "eA=="}, "'task_id' must be a non-empty string"),
+        ({"task_id": "t", "image": "eA==", "params": {"p": DEEP}}, "'params' nest deeper than 32 levels"),
     ],
 )
 def test_malformed_tasks_are_refused_with_a_clear_error(runner, task, message):

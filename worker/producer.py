@@ -11,11 +11,12 @@ from typing import Any
 
 import redis
 
+from . import redact
 from .config.settings import Settings
 from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
 from .streams import status
-from .streams.client import redacted, sync_client
+from .streams.client import sync_client
 from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
 from .streams.scripts import source
@@ -112,7 +113,9 @@ class CallbackProducer:
         try:
             self._enqueue(keys=[self._keys.stream, self._keys.status_updates], args=args)
         except redis.RedisError as e:
-            raise EnqueueFailed(f"Redis at {redacted(self._settings.redis_url)} did not take the callbacks: {e}") from e
+            raise EnqueueFailed(
+                f"Redis at {redact.url(self._settings.redis_url)} did not take the callbacks: {e}"
+            ) from e
         # Imported here, not at the top: a Dramatiq worker must point prometheus_client at its
         # multi-process directory before the first import, and importing `worker` imports this module.
         from .metrics import ENQUEUED
@@ -130,7 +133,7 @@ class CallbackProducer:
         try:
             self._client.zadd(self._keys.delayed, {entry.member(): due_ms})
         except redis.RedisError as e:
-            raise EnqueueFailed(f"Redis at {redacted(self._settings.redis_url)} did not take the retry: {e}") from e
+            raise EnqueueFailed(f"Redis at {redact.url(self._settings.redis_url)} did not take the retry: {e}") from e
 
     def close(self) -> None:
         """Close the Redis connections."""

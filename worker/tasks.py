@@ -33,7 +33,7 @@ from .engine.immediate import ImmediateResult, deliver_now
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
 from .producer import CallbackProducer, encode_payload
-from .streams.entry import CallbackEntry
+from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
 from .streams.status import StatusUpdate, record_status
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TASK_KEYS = frozenset({"task_id", "image", "image_path", "callback_url", "stages", "params"})
 MAX_TASK_ID = 128
+MAX_PARAMS_DEPTH = 32  # stage parameters are flat in practice; deep nesting is an attack on every decoder
 
 
 class InvalidTask(WorkerError, ValueError):
@@ -65,7 +66,8 @@ def parse_task(raw: object) -> ImageTask:
         raise InvalidTask(f"a task is a dict or a task id string, got {type(raw).__name__}")
     unknown = set(raw) - TASK_KEYS
     if unknown:
-        raise InvalidTask(f"unknown task keys {sorted(unknown)}; known: {sorted(TASK_KEYS)}")
+        shown = sorted(str(key)[:40] for key in unknown)[:10]
+        raise InvalidTask(f"unknown task keys {shown}; known: {sorted(TASK_KEYS)}")
     task_id = _task_id(raw.get("task_id"))
     image, path = raw.get("image"), raw.get("image_path")
     if (image is None) == (path is None):
@@ -79,13 +81,29 @@ def parse_task(raw: object) -> ImageTask:
     params = raw.get("params") or {}
     if not isinstance(params, Mapping):
         raise InvalidTask(f"task {task_id}: 'params' must be an object")
+    if _depth(params) > MAX_PARAMS_DEPTH:
+        raise InvalidTask(f"task {task_id}: 'params' nest deeper than {MAX_PARAMS_DEPTH} levels; flatten them")
     return ImageTask(task_id, image, path, raw.get("callback_url"), tuple(stages) if stages else None, dict(params))
 
 
 def _task_id(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_TASK_ID:
-        raise InvalidTask(f"'task_id' must be a non-empty string of at most {MAX_TASK_ID} characters, got {value!r}")
+    if not isinstance(value, str) or len(value) > MAX_TASK_ID or id_problem(value):
+        shown = type(value).__name__ if not isinstance(value, str) else f"{len(value)} characters"
+        raise InvalidTask(
+            f"'task_id' must be a non-empty string of at most {MAX_TASK_ID} printable characters, got {shown}"
+        )
     return value
+
+
+def _depth(value: object, limit: int = MAX_PARAMS_DEPTH + 1) -> int:
+    """How deep ``value`` nests (lists and objects), counted no further than ``limit`` (no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping | list) and level <= limit:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, Mapping) else item))
+    return deepest
 
 
 def load_task(task_id: str, engine: Engine) -> ImageTask:

@@ -9,7 +9,6 @@ handles reconnection itself (the leader loop backs off and goes on).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -53,16 +52,10 @@ def async_client(url: str) -> aioredis.Redis:
 
 
 def text(value: Any) -> str:
-    """A Redis reply value as ``str`` (clients without ``decode_responses`` answer bytes)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A Redis reply value as ``str`` (clients without ``decode_responses`` answer bytes; not UTF-8: U+FFFD)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def texts(raw: Any) -> dict[str, str]:
     """A Redis hash or stream entry's fields as ``str`` keys and values (``{}`` for none)."""
     return {text(k): text(v) for k, v in (raw or {}).items()}
-
-
-def redacted(url: str) -> str:
-    """A Redis URL without its credentials, for messages: ``scheme://host:port/path``."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"

@@ -40,7 +40,14 @@ if TYPE_CHECKING:
 CALLBACK_STATES = ("queued", "sending", "retrying", "delivered", "dead")
 TERMINAL_CALLBACK_STATES = frozenset({"delivered", "dead"})
 MAX_ERROR_CHARS = 1000  # of a ``status:bad`` record's reasons
-MALFORMED = (ValueError, TypeError, KeyError, AttributeError)  # what decoding (or a check) raises on a bad item
+MAX_RAW_CHARS = 100_000  # of an unusable entry, kept in status:bad
+MALFORMED = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RecursionError,
+)  # what decoding (or a check) raises on a bad item
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,10 @@ def decode(fields: Mapping[Any, Any], check: Callable[[StatusUpdate], object] = 
         return Decoded([], [(None, "entry has no 'u' field")], whole)
     try:
         items = json.loads(raw)
-    except ValueError as e:
-        items = e
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested past the parser's depth
+        return Decoded([], [(None, f"not a JSON array of updates ({type(e).__name__})")], text(raw)[:MAX_RAW_CHARS])
     if not isinstance(items, list):
-        return Decoded([], [(None, "not a JSON array of updates")], text(raw))
+        return Decoded([], [(None, "not a JSON array of updates")], text(raw)[:MAX_RAW_CHARS])
     decoded = Decoded([], [], None)
     for item in items:
         try:
@@ -137,7 +144,10 @@ def decode_update(item: Any) -> StatusUpdate:
 
 def bad_record(stream_id: str, rejected: Sequence[tuple[Any, str]], raw: str | None) -> dict[str, str]:
     """The ``status:bad`` record of entry ``stream_id``: ``u`` as received (or the items set aside), why, the id."""
-    body = raw if raw is not None else json.dumps([item for item, _ in rejected], separators=(",", ":"), default=repr)
+    try:
+        body = raw if raw is not None else json.dumps([i for i, _ in rejected], separators=(",", ":"), default=repr)
+    except (ValueError, RecursionError):
+        body = "<the items set aside nest too deeply to be shown>"
     reasons = "; ".join(dict.fromkeys(why for _, why in rejected))
     return {"id": stream_id, "error": reasons[:MAX_ERROR_CHARS], "u": body}
 
