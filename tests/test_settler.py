@@ -31,7 +31,7 @@ def run(redis_url: str, keys: Keys, batch_size: int, callback_ids: list[str], sc
             await stream.ensure_group()
             for callback_id in callback_ids:
                 await client.xadd(keys.stream, CallbackEntry(callback_id, "https://example.com/", "{}").fields())
-            entries = await stream.read("leader", 10, 0.1)
+            entries = (await stream.read("leader", 10, 0.1)).entries
             await scenario(Settler(CallbackStream(down, keys), batch_size), stream, entries)
         finally:
             await client.aclose()

@@ -22,7 +22,7 @@ def test_an_entry_settled_by_someone_else_first_gets_no_second_copy(redis_url, k
             stream = CallbackStream(client, keys)
             await stream.ensure_group()
             await client.xadd(keys.stream, CallbackEntry("msg_1", "https://example.com/", "{}").fields())
-            (entry,) = await stream.read("old-leader", 10, 0.1)
+            (entry,) = (await stream.read("old-leader", 10, 0.1)).entries
             first, second = Settlement(), Settlement()
             for settlement in (first, second):  # e.g. a deposed leader and its successor
                 if kind == "delay":

@@ -130,6 +130,9 @@ class DeliveryMetrics(DeliveryObserver):
     def deferred(self, entry: CallbackEntry) -> None:
         DEFERRED.labels(self.namespace).inc()
 
+    def set_aside(self, count: int) -> None:
+        DEAD.labels(self.namespace, "malformed").inc(count)
+
     def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
         ns = self.namespace
         STREAM_LENGTH.labels(ns).set(snapshot.length)

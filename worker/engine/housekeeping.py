@@ -94,6 +94,7 @@ class Housekeeper:
         except LeaseLost as e:
             self._lose(str(e))
             return
+        self.intake.set_aside(reclaimed.malformed)
         limit = settings.max_deliveries
         live = []
         for entry in reclaimed.entries:

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from ..config.settings import Settings
 from ..errors import StreamGone
-from ..streams.entry import CallbackEntry
+from ..streams.entry import CallbackEntry, Malformed
 from ..streams.stream import CallbackStream
 from .backoff import back_off
 from .hosts import HostQueues
@@ -68,7 +68,7 @@ class Intake:
                 await self._space.wait()
                 continue
             try:
-                entries = await self.stream.read(consumer, min(room, self.settings.batch_size), block)
+                received = await self.stream.read(consumer, min(room, self.settings.batch_size), block)
                 failures = 0
             except StreamGone:  # deleted by ops reset, before or during the read: start over
                 await self.stream.ensure_group()
@@ -77,7 +77,14 @@ class Intake:
                 failures += 1
                 await back_off("read", e, failures)
                 continue
-            self.accept(entries)
+            self.set_aside(received.malformed)
+            self.accept(received.entries)
+
+    def set_aside(self, records: list[Malformed]) -> None:
+        """Entries that are not callbacks go to the dead letters with their reasons; the leader reads on."""
+        if records:
+            self.settler.set_aside(records)
+            self.observer.set_aside(len(records))
 
     def accept(self, entries: list[CallbackEntry]) -> None:
         """Queue ``entries`` (new or reclaimed) by host; those a saturated host cannot hold are deferred."""

@@ -26,6 +26,9 @@ class DeliveryObserver:
     def waited_for_pace(self, seconds: float) -> None:
         """The dispatcher waited ``seconds`` for global start slots."""
 
+    def set_aside(self, count: int) -> None:
+        """``count`` stream entries that are not callbacks went to the dead letters."""
+
     def deferred(self, entry: CallbackEntry) -> None:
         """``entry`` was parked because its host had no free slot and a full buffer."""
 

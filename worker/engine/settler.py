@@ -20,11 +20,11 @@ import logging
 
 from redis.exceptions import RedisError
 
-from ..streams.entry import CallbackEntry
+from ..streams.entry import CallbackEntry, Malformed
 from ..streams.settlement import Settlement
 from ..streams.status import StatusUpdate
 from ..streams.stream import CallbackStream
-from .attempt import Outcome, record_outcome, record_poison
+from .attempt import Outcome, now_ms, record_outcome, record_poison
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ class Settler:
         self._sending.pop(entry.callback_id, None)
         record_poison(self._batch, entry, times, limit, now_ms)
         self._urgent()
+
+    def set_aside(self, records: list[Malformed]) -> None:
+        """Move entries that are not callbacks to the dead letters with their reasons (the good ones go on)."""
+        at = now_ms()
+        for record in records:
+            self._batch.aside(record, at)
+            log.warning("set aside stream entry %s, which is not a callback: %s", record.stream_id, record.reason)
+        if records:
+            self._urgent()
 
     def defer(self, entry: CallbackEntry, seconds: float) -> None:
         """Park ``entry`` in the delayed set for ``seconds``, not as an attempt (its host is saturated)."""

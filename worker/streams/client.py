@@ -47,8 +47,12 @@ def async_client(url: str) -> aioredis.Redis:
     """An asyncio client for the leader: no automatic retries, the loop retries itself.
 
     Replies are decoded to ``str`` by the parser (hiredis, in C), not field by field in Python.
+    Bytes that are not UTF-8 become lone surrogates instead of failing the whole reply (a
+    strict decode would fail a read after Redis had already delivered every entry of it);
+    the entry decoder then sets such an entry aside.
     """
-    return aioredis.Redis.from_url(url, decode_responses=True, **_options(0))  # type: ignore[arg-type]
+    options = {**_options(0), "decode_responses": True, "encoding_errors": "surrogateescape"}
+    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
 def text(value: Any) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .client import text, texts
-from .entry import CallbackEntry
+from .entry import CallbackEntry, Malformed, decode
 from .groups import (
     ConsumerInfo,
     Fence,
@@ -40,11 +40,20 @@ PoisonRule = Callable[[Settlement, CallbackEntry, int, int, int], None]  # engin
 
 
 @dataclass(frozen=True)
+class Received:
+    """What one read returned: the callbacks, and the entries that are not callbacks (to be set aside)."""
+
+    entries: list[CallbackEntry]
+    malformed: list[Malformed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Reclaimed:
-    """Entries taken over from silent consumers, and how often each was delivered."""
+    """Entries taken over from silent consumers, how often each was delivered, and those that are not callbacks."""
 
     entries: list[CallbackEntry]
     deliveries: dict[str, int]
+    malformed: list[Malformed] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -96,10 +105,14 @@ def ensure_group(keys: Keys) -> Operation[None]:
     yield from create_group(keys.stream, GROUP)
 
 
-def read(keys: Keys, consumer: str, count: int, block: float) -> Operation[list[CallbackEntry]]:
-    """New entries for ``consumer``, waiting up to ``block`` seconds; ``StreamGone`` if the stream or group vanished."""
+def read(keys: Keys, consumer: str, count: int, block: float) -> Operation[Received]:
+    """New entries for ``consumer``, waiting up to ``block`` seconds; ``StreamGone`` if the stream or group vanished.
+
+    Entries that are not callbacks come back in :attr:`Received.malformed`: the caller sets them aside
+    (``Settlement.aside``) with its next settlement, so one bad entry never stops the good ones.
+    """
     messages = yield from read_group(keys.stream, GROUP, consumer, count, block)
-    return _entries(messages)
+    return Received(*_entries(messages))
 
 
 def reclaim(
@@ -111,9 +124,9 @@ def reclaim(
     ``LeaseLost``, unless both are current); ``None`` for a plain claim.
     """
     fenced = None if fence is None else Fence(keys.lease, keys.epoch, *fence)
-    entries = _entries((yield from claim(keys.stream, GROUP, consumer, min_idle, count=count, fence=fenced)))
+    entries, malformed = _entries((yield from claim(keys.stream, GROUP, consumer, min_idle, count=count, fence=fenced)))
     counts = yield from deliveries(keys.stream, GROUP, consumer, [e.stream_id or "" for e in entries])
-    return Reclaimed(entries, counts)
+    return Reclaimed(entries, counts, malformed)
 
 
 def hand_back(
@@ -130,9 +143,12 @@ def hand_back(
 
     def settle_page(messages: list[Message]) -> Operation[None]:
         nonlocal handed, dead
-        entries = _entries(messages)
+        entries, malformed = _entries(messages)
         times = yield from deliveries(keys.stream, GROUP, consumer, [e.stream_id or "" for e in entries])
         settlement, now = Settlement(), (yield from now_ms())
+        for record in malformed:
+            settlement.aside(record, now)
+            dead += 1
         for entry in entries:
             if (read := times.get(entry.stream_id or "", 1)) > max_deliveries:
                 poison(settlement, entry, read, max_deliveries, now)
@@ -220,7 +236,7 @@ def settle(keys: Keys, settlement: Settlement) -> Operation[int]:
 
 def promote_due(keys: Keys, limit: int) -> Operation[tuple[int, float | None]]:
     """Move up to ``limit`` due retries back to the stream; returns (moved, seconds until the next is due)."""
-    moved, wait = yield Script("promote", (keys.delayed, keys.stream), (limit,))
+    moved, wait = yield Script("promote", (keys.delayed, keys.stream, keys.dead, keys.stats), (limit,))
     seconds = float(text(wait))
     return int(moved), (None if seconds < 0 else seconds)
 
@@ -267,5 +283,10 @@ def pending_entry(keys: Keys, stream_id: str) -> Operation[Pending | None]:
     return rows[0] if rows else None
 
 
-def _entries(messages: list[Message]) -> list[CallbackEntry]:
-    return [CallbackEntry.from_fields(sid, fields) for sid, fields in messages]
+def _entries(messages: list[Message]) -> tuple[list[CallbackEntry], list[Malformed]]:
+    entries: list[CallbackEntry] = []
+    malformed: list[Malformed] = []
+    for sid, fields in messages:
+        decoded = decode(sid, fields)
+        (malformed if isinstance(decoded, Malformed) else entries).append(decoded)  # type: ignore[arg-type]
+    return entries, malformed

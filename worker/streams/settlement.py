@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import status
-from .entry import CallbackEntry
+from .entry import CallbackEntry, Malformed
 from .status import StatusUpdate
 
 
@@ -58,11 +58,20 @@ class Settlement:
         """Hand back at the stream's tail (unstarted work of a leader that is stepping down)."""
         self._with_fields("again", entry, entry.fields())
 
+    def aside(self, record: Malformed, now_ms: int) -> None:
+        """Set a malformed entry aside in the dead-letter stream, with its reason and raw fields (capped)."""
+        if record.stream_id is None:
+            raise ValueError("a malformed record that was not read from the stream cannot be settled")
+        self._flat("aside", record.stream_id, record.dead_fields(now_ms))
+
     def _with_fields(self, kind: str, entry: CallbackEntry, fields: dict[str, str]) -> None:
+        self._flat(kind, _sid(entry), fields)
+
+    def _flat(self, kind: str, stream_id: str, fields: dict[str, str]) -> None:
         flat = [str(len(fields))]
         for key, value in fields.items():
             flat += [key, value]
-        self._add(kind, _sid(entry), *flat)
+        self._add(kind, stream_id, *flat)
 
     def _add(self, *args: str) -> None:
         self.args.extend(args)

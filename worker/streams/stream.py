@@ -11,11 +11,10 @@ import redis
 import redis.asyncio as aioredis
 
 from . import groups, queue
-from .entry import CallbackEntry
 from .groups import ConsumerInfo, GroupInfo, Pending
 from .keys import GROUP, Keys
 from .protocol import AsyncDriver, SyncDriver
-from .queue import HandedBack, PoisonRule, QueueSnapshot, QueueState, Reclaimed
+from .queue import HandedBack, PoisonRule, QueueSnapshot, QueueState, Received, Reclaimed
 from .settlement import Settlement
 
 
@@ -30,10 +29,11 @@ class CallbackStream:
         """Create the consumer group from the stream's start (entries added before it count)."""
         await self._driver.run(queue.ensure_group(self.keys))
 
-    async def read(self, consumer: str, count: int, block: float) -> list[CallbackEntry]:
+    async def read(self, consumer: str, count: int, block: float) -> Received:
         """New entries for ``consumer``, waiting up to ``block`` seconds for the first.
 
         Raises ``StreamGone`` when the stream or its group was deleted before or during the read.
+        Entries that are not callbacks are in ``malformed``: set them aside.
         """
         return await self._driver.run(queue.read(self.keys, consumer, count, block))
 
@@ -126,4 +126,4 @@ class SyncCallbackStream:
         return self._driver.run(queue.pending_entry(self.keys, stream_id))
 
 
-__all__: Sequence[str] = ("CallbackStream", "QueueSnapshot", "Reclaimed", "SyncCallbackStream")
+__all__: Sequence[str] = ("CallbackStream", "QueueSnapshot", "Received", "Reclaimed", "SyncCallbackStream")

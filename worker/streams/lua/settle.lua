@@ -11,6 +11,7 @@
 --   "delay" id  delay_ms  member  counter       move to the delayed set (counter: "retried"|"deferred")
 --   "dead"  id  n  f1 v1 ... fn vn              append to the dead-letter stream
 --   "again" id  n  f1 v1 ... fn vn              re-add at the stream's tail (hand back unstarted work)
+--   "aside" id  n  f1 v1 ... fn vn              a malformed entry: to the dead-letter stream, counted "malformed"
 --   "status" json                               append one status entry (a JSON array of updates)
 -- An entry no longer pending (settled first by another consumer) is only deleted:
 -- no retry, dead letter or hand-back copy is written for it, so nothing is duplicated.
@@ -50,13 +51,13 @@ while i <= #ARGV do
       bump(ARGV[i + 4])
     end
     i = i + 5
-  elseif kind == 'dead' or kind == 'again' then
+  elseif kind == 'dead' or kind == 'again' or kind == 'aside' then
     local fields, nexti = fields_at(i + 2)
     if settle(id) then
       local target = KEYS[3]
       if kind == 'again' then target = KEYS[1] end
       redis.call('XADD', target, '*', unpack(fields))
-      bump(kind == 'dead' and 'dead' or 'handed_back')
+      bump(({dead = 'dead', again = 'handed_back', aside = 'malformed'})[kind])
     end
     i = nexti
   else
