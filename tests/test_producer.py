@@ -243,7 +243,7 @@ def test_enqueue_failed_when_redis_does_not_answer(make_settings):
     finally:
         made.close()
     message = str(caught.value)
-    assert f"Redis at redis://127.0.0.1:{port}/0 did not take the callbacks" in message
+    assert f"Redis at redis://127.0.0.1:{port}/… did not take the callbacks" in message
     assert "hunter2" not in message  # the password stays out of the message
     assert isinstance(caught.value, WorkerError)
     assert not isinstance(caught.value, ValueError)  # not the caller's fault

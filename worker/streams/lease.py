@@ -58,11 +58,8 @@ def parse_holder(name: str | bytes | None) -> Holder | None:
     """The holder named ``name``, or ``None`` when it is missing or not ``host:pid:token``."""
     if name is None:
         return None
-    try:
-        parts = text(name).split(":")
-    except UnicodeDecodeError:  # not a name this code wrote
-        return None
-    if len(parts) != 3:
+    parts = text(name).split(":")
+    if len(parts) != 3 or "\ufffd" in parts[0]:  # not a name this code wrote (not UTF-8)
         return None
     host, pid, token = parts
     if not host or not token or not (pid.isascii() and pid.isdigit()):
