@@ -1,9 +1,14 @@
 """The Redis side, and the only code that speaks the Redis protocol or parses its replies.
 
 - ``keys``: every key name (layout documented there); ``client``: connections with chosen timeouts;
-- ``lua/``: every script, each with a KEYS/ARGV header; ``scripts``: loads them;
-- ``entry``: the callback entry codec; ``status``: the status-update codec (encode and decode);
+- ``protocol``: operations are generators of commands and scripts (sans-IO); a sync and an async
+  driver run them, and turn Redis error replies into the project's errors (``StreamGone``, ``LeaseLost``);
+- ``groups``: consumer-group operations of any stream (create, read, the XAUTOCLAIM loop, pending);
+- ``queue``: the callback queue's operations (each KEYS list once); ``stream``: its two fronts,
+  ``CallbackStream`` (the leader's, async) and ``SyncCallbackStream`` (ops');
+- ``status_stream``: the status writer's stream; ``status``: the status-update codec (encode, decode);
+- ``entry``: the callback entry codec (a record that is not a callback decodes to ``Malformed``);
 - ``settlement``: the arguments of one ``settle.lua`` call (pure);
-- ``stream``: the queue protocol (read, reclaim, settle, promote, replay), async and sync;
-- ``lease``: the fenced lease of the leader and of the status writer; ``pace``: the global GCRA.
+- ``lease``: the one fenced lease (leader and status writer); ``pace``: the global GCRA;
+- ``lua/``: every script, each with a KEYS/ARGV header; ``scripts``: loads them.
 """

@@ -17,6 +17,12 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op, token = ARGV[1], ARGV[2]
 local current = redis.call('GET', KEYS[1])
 local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
+local function extend()  -- ours already: keep it for another TTL
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], 'renewed_ms', now_ms)
+  return {1, epoch}
+end
+local function refused() return {0, epoch, redis.call('PTTL', KEYS[1])} end
 if op == 'acquire' then
   if not current then
     redis.call('SET', KEYS[1], token, 'PX', ARGV[3])
@@ -25,25 +31,17 @@ if op == 'acquire' then
     redis.call('HSET', KEYS[2], 'holder', ARGV[4], 'epoch', epoch, 'acquired_ms', now_ms, 'renewed_ms', now_ms)
     return {1, epoch}
   end
-  if current == token then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    redis.call('HSET', KEYS[2], 'renewed_ms', now_ms)
-    return {1, epoch}
-  end
-  return {0, epoch, redis.call('PTTL', KEYS[1])}
+  if current == token then return extend() end
+  return refused()
 elseif op == 'renew' then
-  if current == token then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    redis.call('HSET', KEYS[2], 'renewed_ms', now_ms)
-    return {1, epoch}
-  end
-  return {0, epoch, redis.call('PTTL', KEYS[1])}
+  if current == token then return extend() end
+  return refused()
 elseif op == 'release' then
   if current == token then
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[2], 'released_ms', now_ms)
     return {1, epoch}
   end
-  return {0, epoch, redis.call('PTTL', KEYS[1])}
+  return refused()
 end
 return redis.error_reply('lease.lua: unknown op ' .. tostring(op))
