@@ -81,7 +81,7 @@ def measure(args: argparse.Namespace, step: Progress) -> Figures:
             paced_worker.wait_ready(worker_redis.client)
             paced = pacing.backlog(paced_worker, worker_redis.client, receiver, PACED_BACKLOG, timeout=20)
         step("stopping")
-    return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.config.settings, load)
+    return Figures(throughput, idle, burst, burst_deferred, paced, enqueue, worker.settings, load)
 
 
 def status_writer_section() -> tuple[str, str]:

@@ -73,7 +73,7 @@ def backlog(
     worker: CallbackWorker, client: redis.Redis, receiver: ReceiverProcess, count: int, timeout: float
 ) -> PacingRun:
     """Enqueue ``count`` callbacks at once and record their arrivals for at most ``timeout`` seconds."""
-    path = f"/paced-{worker.streams.keys.namespace}"
+    path = f"/paced-{worker.keys.namespace}"
     producer = worker.producer()
     try:
         producer.enqueue(receiver.url + path + "-warm", workload.payload(0))  # opens the worker's connection
@@ -85,4 +85,4 @@ def backlog(
         times = sorted(receiver.wait_for(path, count, timeout))
     finally:
         producer.close()
-    return PacingRun(worker.config.settings, count, times, worker.stat(client, "deferred"), started)
+    return PacingRun(worker.settings, count, times, worker.stat(client, "deferred"), started)

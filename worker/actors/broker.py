@@ -13,6 +13,15 @@ from .metrics import DramatiqMetrics
 from .watch import LeaseWatch
 
 
+def queue_name(settings: Settings, name: str) -> str:
+    """The Dramatiq queue of ``name`` (``leader``, ``status``, ``images``) for this namespace.
+
+    Redis brokers are namespaced by key prefix, so the plain name serves (and
+    stays what earlier versions used); on RabbitMQ the namespace is in the name.
+    """
+    return f"{name}.{settings.namespace}" if settings.uses_rabbitmq else name
+
+
 class DaemonAsyncIO(AsyncIO):
     """Dramatiq's AsyncIO middleware, with its event loop on a daemon thread.
 
@@ -30,10 +39,21 @@ class DaemonAsyncIO(AsyncIO):
         set_event_loop_thread(thread)
 
 
-def build_broker(settings: Settings) -> tuple[RedisBroker, LeaseWatch]:
-    """A Redis broker under the namespace's own key prefix, with async actors, message metrics and a lease watch."""
-    keys = Keys(settings.namespace, settings.queue)
-    broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
+def build_broker(settings: Settings) -> tuple[dramatiq.Broker, LeaseWatch]:
+    """Dramatiq's broker (``DRAMATIQ_BROKER_URL``: RabbitMQ or Redis; default ``REDIS_URL``) for the namespace.
+
+    With async actors, message metrics and a lease watch. On Redis the namespace
+    prefixes the broker's keys; on RabbitMQ it is part of every queue name
+    (:func:`queue_name`), so two namespaces on one RabbitMQ never share queues.
+    """
+    broker: dramatiq.Broker
+    if settings.uses_rabbitmq:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=settings.dramatiq_url)
+    else:
+        keys = Keys(settings.namespace, settings.queue)
+        broker = RedisBroker(url=settings.dramatiq_url, namespace=keys.dramatiq_namespace)  # type: ignore[no-untyped-call]
     broker.add_middleware(DaemonAsyncIO())
     broker.add_middleware(DramatiqMetrics())
     watch = LeaseWatch(settings)

@@ -10,6 +10,7 @@ import dramatiq
 from ..config.settings import Settings
 from ..streams.client import sync_client
 from ..tasks import InvalidTask, TaskRunner
+from .broker import queue_name
 
 IMAGE_ACTOR = "process_image_edit_task"
 IMAGE_QUEUE = "images"
@@ -33,6 +34,8 @@ def declare(broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor:  # t
         shared_runner().process(task)
 
     # A malformed task fails the same way on every try: it is not retried (Dramatiq logs it).
-    decorate = dramatiq.actor(actor_name=IMAGE_ACTOR, broker=broker, queue_name=IMAGE_QUEUE, throws=(InvalidTask,))
+    decorate = dramatiq.actor(
+        actor_name=IMAGE_ACTOR, broker=broker, queue_name=queue_name(settings, IMAGE_QUEUE), throws=(InvalidTask,)
+    )
     actor: dramatiq.Actor = decorate(process_image_edit_task)  # type: ignore[type-arg]
     return actor

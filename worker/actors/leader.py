@@ -10,6 +10,7 @@ from ..config.settings import Settings
 from ..engine.term import lead
 from ..metrics import DeliveryMetrics
 from ..streams.keys import Keys
+from .broker import queue_name
 from .watch import FOREVER_MS, LEADER_ACTOR, LeaseWatch
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaseWatch) -> d
         return outcome.reason
 
     decorate = dramatiq.actor(
-        actor_name=LEADER_ACTOR, broker=broker, max_retries=0, time_limit=FOREVER_MS, queue_name="leader"
+        actor_name=LEADER_ACTOR,
+        broker=broker,
+        max_retries=0,
+        time_limit=FOREVER_MS,
+        queue_name=queue_name(settings, "leader"),
     )
     lead_callbacks_actor: dramatiq.Actor = decorate(lead_callbacks)  # type: ignore[type-arg]
     return lead_callbacks_actor

@@ -24,6 +24,7 @@ from ..storage.service import run_status_writer
 from ..streams.client import sync_client
 from ..streams.keys import Keys
 from ..streams.lease import holder_of, parse_holder
+from .broker import queue_name
 from .watch import FOREVER_MS, LeaseWatch
 
 STATUS_WRITER_ACTOR = "write_statuses"
@@ -102,7 +103,11 @@ def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.A
         return outcome
 
     decorate = dramatiq.actor(
-        actor_name=STATUS_WRITER_ACTOR, broker=broker, max_retries=0, time_limit=FOREVER_MS, queue_name=STATUS_QUEUE
+        actor_name=STATUS_WRITER_ACTOR,
+        broker=broker,
+        max_retries=0,
+        time_limit=FOREVER_MS,
+        queue_name=queue_name(settings, STATUS_QUEUE),
     )
     actor: dramatiq.Actor = decorate(write_statuses)  # type: ignore[type-arg]
     return actor

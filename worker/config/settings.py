@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from .variables import SECRET_PREFIX, VARIABLES, reject_unknown, secret_value, shown
+from .variables import SECRET_PREFIX, VARIABLES, parse_value, reject_unknown, secret_value
 
 VAR_DIR = Path("var")
 
@@ -31,6 +31,7 @@ class Settings:
     """
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may carry a password
+    broker_url: str = field(default="", repr=False)  # Dramatiq's broker; empty: REDIS_URL
     database_url: str = field(default=f"sqlite:///{VAR_DIR}/worker.db", repr=False)  # may carry a password
     namespace: str = "cbw"
     queue: str = "default"
@@ -64,7 +65,7 @@ class Settings:
     image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
     image_jpeg_quality: int = 90
     image_model_url: str = field(default="", repr=False)  # may carry a key (?code=...)
-    image_model_url_prefixes: tuple[str, ...] = ()
+    image_model_url_prefixes: tuple[str, ...] = field(default=(), repr=False)  # URLs: may carry credentials
     image_model_timeout: float = 60.0
     image_model_retries: int = 2
     image_model_backoff: float = 1.0
@@ -84,10 +85,7 @@ class Settings:
             raw = env.get(var.name)
             if raw is None or raw.strip() == "":
                 continue
-            try:
-                values[var.attr] = var.parse(raw.strip())
-            except (ValueError, TypeError) as e:
-                raise SettingsError(f"{var.name}={shown(var, raw)!r} is invalid: {e}. Allowed: {var.allowed}.") from e
+            values[var.attr] = parse_value(var, raw)
         if "rate" not in values:
             batch = values.get("batch_size", cls.batch_size)
             interval = values.get("min_interval", cls.min_interval)
@@ -129,6 +127,16 @@ class Settings:
             raise SettingsError(
                 f"CALLBACK_CONNECT_TIMEOUT={self.connect_timeout:g} must not exceed CALLBACK_TIMEOUT={self.timeout:g}."
             )
+
+    @property
+    def dramatiq_url(self) -> str:
+        """The URL of Dramatiq's broker: ``DRAMATIQ_BROKER_URL``, else ``REDIS_URL``."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        """Whether Dramatiq's broker is RabbitMQ (``amqp://``), not Redis."""
+        return self.dramatiq_url.startswith(("amqp://", "amqps://"))
 
     @property
     def emission_interval(self) -> float:

@@ -2,8 +2,10 @@
 
 ``VARIABLES`` is the table the README documents; :func:`reject_unknown` refuses a
 ``CALLBACK_*`` name it does not list (a typo, usually). Parsers raise
-``ValueError`` with what is wrong; :meth:`Settings.from_env` turns that into a
-:class:`~worker.errors.SettingsError` naming the variable.
+``ValueError`` with what is wrong; :func:`parse_value` (used for the environment
+and for run-time changes alike) turns anything a parser raises into a
+:class:`~worker.errors.SettingsError` naming the variable: one printable line
+that never shows a secret (a ``secret`` variable's value, a URL's credentials).
 """
 
 from __future__ import annotations
@@ -36,9 +38,17 @@ class Variable:
     secret: bool = False
 
 
+MAX_SHOWN_CHARS = 120  # of a value quoted in an error message
+MAX_DETAIL_CHARS = 300  # of what a parser says is wrong
+REDACTED = "<redacted>"
+
+
 def _number(kind: type, *, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
-        value = kind(raw)
+        try:
+            value = kind(raw)
+        except ValueError:  # int()'s own message repeats the whole value
+            raise ValueError("not an integer" if kind is int else "not a number") from None
         if not math.isfinite(value):
             raise ValueError("not a finite number")
         if (value <= low) if low_open else (value < low):
@@ -59,14 +69,27 @@ def _bool(raw: str) -> bool:
     raise ValueError("not a boolean")
 
 
+def _scheme(raw: str) -> str:
+    try:
+        return urlsplit(raw).scheme
+    except ValueError:  # urllib's message repeats the netloc, credentials included
+        raise ValueError("cannot be parsed as a URL") from None
+
+
+def _broker_url(raw: str) -> str:
+    if _scheme(raw) not in ("amqp", "amqps", "redis", "rediss", "unix"):
+        raise ValueError("scheme must be amqp:// or amqps:// (RabbitMQ), or redis://, rediss://, unix:// (Redis)")
+    return raw
+
+
 def _redis_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+    if _scheme(raw) not in ("redis", "rediss", "unix"):
         raise ValueError("scheme must be redis://, rediss:// or unix://")
     return raw
 
 
 def _database_url(raw: str) -> str:
-    scheme = urlsplit(raw).scheme
+    scheme = _scheme(raw)
     if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
         raise ValueError("only sqlite:/// and postgresql+psycopg2:// URLs are supported")
     return raw
@@ -109,30 +132,32 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
         mapping = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg})") from e
+    except RecursionError:
+        raise ValueError("not JSON (nested too deep)") from None
     if not isinstance(mapping, dict):
         raise ValueError("must be a JSON object")
     pairs = []
-    for prefix, secret in mapping.items():
-        if urlsplit(prefix).scheme not in ("http", "https"):
-            # Keys and values swapped would put a secret here: never echo one.
-            shown = "<redacted>" if prefix.startswith(SECRET_PREFIX) else repr(prefix)
-            raise ValueError(f"prefix {shown} must start with http:// or https:// (keys are URL prefixes)")
-        parts = urlsplit(prefix)
+    for number, (prefix, secret) in enumerate(mapping.items(), 1):
+        # Keys and values swapped would put a secret here: echo a key only if it is a URL, never its credentials.
+        shown = repr(_clip(without_credentials(prefix))) if "://" in prefix else f"#{number} (not a URL, not shown)"
         try:
+            parts = urlsplit(prefix)
             parts.port  # noqa: B018 - parsing the port validates it
         except ValueError as e:
-            raise ValueError(f"prefix {prefix!r} has a malformed port") from e
+            raise ValueError(f"prefix {shown} cannot be parsed (malformed host or port)") from e
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"prefix {shown} must start with http:// or https:// (keys are URL prefixes)")
         if not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
             raise ValueError(
-                f"prefix {prefix!r} must be an origin and a path (https://host[:port][/path]), "
+                f"prefix {shown} must be an origin and a path (https://host[:port][/path]), "
                 "without credentials, query or fragment"
             )
         if not isinstance(secret, str):
-            raise ValueError(f"secret for {prefix!r} must be a string")
+            raise ValueError(f"secret for {shown} must be a string")
         try:
             signing_key(secret)
         except ValueError as e:
-            raise ValueError(f"secret for {prefix!r}: {e}") from e
+            raise ValueError(f"secret for {shown}: {e}") from e
         pairs.append((prefix, secret))
     return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
 
@@ -183,8 +208,8 @@ def _model_url(raw: str) -> str:
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError as e:
-        raise ValueError(f"cannot be parsed ({e})") from e
+    except ValueError:  # urllib's message repeats the netloc, credentials included
+        raise ValueError("cannot be parsed (malformed host or port)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
     return raw
@@ -196,6 +221,7 @@ def _model_url_prefixes(raw: str) -> tuple[str, ...]:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_URL", "redis_url", _redis_url, "a redis://, rediss:// or unix:// URL"),
+    Variable("DRAMATIQ_BROKER_URL", "broker_url", _broker_url, "an amqp:// (RabbitMQ) or redis:// URL"),
     Variable("DATABASE_URL", "database_url", _database_url, "sqlite:///path or postgresql+psycopg2://..."),
     Variable("WORKER_NAMESPACE", "namespace", _namespace, "letters, digits, '_', '.', '-'"),
     Variable("CALLBACK_QUEUE", "queue", _namespace, "letters, digits, '_', '.', '-'"),
@@ -272,18 +298,58 @@ VARIABLES: tuple[Variable, ...] = (
 _KNOWN = {var.name for var in VARIABLES}
 
 
+def parse_value(var: Variable, raw: str) -> Any:
+    """``raw`` (stripped) parsed by ``var``; anything its parser raises becomes one :class:`SettingsError`.
+
+    The message names the variable, shows the value as :func:`shown` and says
+    what is wrong and what is allowed, on one printable line.
+    """
+    try:
+        return var.parse(raw.strip())
+    except (ValueError, TypeError, RecursionError) as e:
+        detail = _clip(without_credentials(str(e)), MAX_DETAIL_CHARS)
+        raise SettingsError(
+            printable(f"{var.name}={shown(var, raw)!r} is invalid: {detail}. Allowed: {var.allowed}.")
+        ) from e
+
+
 def shown(var: Variable, raw: str) -> str:
-    """``raw`` as it may appear in a message: secrets redacted, URLs without credentials, path or query."""
+    """``raw`` as it may appear in a message: secrets redacted, URLs without credentials, path or query, clipped."""
     if var.secret:
-        return "<redacted>"
+        return REDACTED
     could_hide_a_secret = any(mark in raw for mark in "@?#")
-    return redact.url(raw) if var.name.endswith("_URL") and could_hide_a_secret else raw
+    if could_hide_a_secret and var.name.endswith("_URL"):
+        return redact.url(raw)
+    if could_hide_a_secret and "://" in raw:  # a list of URLs
+        return _clip(",".join(redact.url(part.strip()) for part in raw.split(",")))
+    return _clip(raw)
+
+
+def printable(text: str) -> str:
+    """``text`` on one printable line: control, formatting and surrogate characters escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it replaced (a parser's message may quote a URL)."""
+    return _USERINFO.sub(lambda found: f"{found.group(1)}{REDACTED}@", text)
+
+
+# After "://": the authority up to its last "@" (urlsplit's userinfo), ending before "/", "?", "#" or a space.
+_USERINFO = re.compile(r"(://)[^/?#\s]*@")
+
+
+def _clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def reject_unknown(env: Mapping[str, str]) -> None:
     """Fail on a ``CALLBACK_*`` variable the worker does not know, suggesting the closest name."""
     for name in sorted(env):
         if name.startswith("CALLBACK_") and name not in _KNOWN:
-            close = difflib.get_close_matches(name, sorted(_KNOWN), n=1)
+            close = difflib.get_close_matches(name[:64], sorted(_KNOWN), n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
-            raise SettingsError(f"unknown setting {name}.{hint} Known: {', '.join(sorted(_KNOWN))}.")
+            shown_name = printable(_clip(name, 64))
+            raise SettingsError(f"unknown setting {shown_name}.{hint} Known: {', '.join(sorted(_KNOWN))}.")
