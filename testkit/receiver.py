@@ -8,6 +8,9 @@ library and records every arrival. Paths choose its behaviour:
 ``/status/<code>``       answers ``<code>``
 ``/hostile/<code>``      answers ``<code>`` with a body of NUL and control characters
 ``/flaky/<n>``           500 for the first ``n`` attempts of each webhook-id, then 204
+``/chaos/<percent>``     500 to ``percent`` % of requests at random, else 204; each answer is a pure
+                         function of (webhook-id, attempt) (:func:`chaos_fails`), so a test can tell
+                         afterwards which arrivals were answered 2xx
 ``/retry-after/<s>``     first attempt 429 with ``Retry-After: <s>``, then 204
 ``/slow/<ms>``           waits ``ms`` milliseconds, then 204
 ``/hang``                never answers (until the client gives up)
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -32,6 +36,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+CHAOS_SEED = "receiver-chaos"
+
+
+def chaos_fails(percent: float, webhook_id: str, attempt: int) -> bool:
+    """Whether ``/chaos/<percent>`` answers 500 to this webhook-id's ``attempt``-th arrival (1-based)."""
+    return random.Random(f"{CHAOS_SEED}:{webhook_id}:{attempt}").random() * 100 < percent
 
 
 @dataclass(frozen=True)
@@ -102,9 +113,9 @@ class Receiver:
             self.counts[path] += 1
             self._attempts[(path, webhook_id)] += 1
             attempt = self._attempts[(path, webhook_id)]
-        return await self._respond(path, attempt)
+        return await self._respond(path, attempt, webhook_id)
 
-    async def _respond(self, path: str, attempt: int) -> web.StreamResponse:
+    async def _respond(self, path: str, attempt: int, webhook_id: str) -> web.StreamResponse:
         parts = path.strip("/").split("/")
         head, arg = parts[0], (parts[1] if len(parts) > 1 else "")
         if head == "status":
@@ -113,6 +124,8 @@ class Receiver:
             return web.Response(status=int(arg), body=b"gone\x00!\x1b[31m\xff\xfe")
         if head == "flaky":
             return web.Response(status=500 if attempt <= int(arg) else 204)
+        if head == "chaos":
+            return web.Response(status=500 if chaos_fails(float(arg), webhook_id, attempt) else 204)
         if head == "retry-after":
             if attempt == 1:
                 return web.Response(status=429, headers={"Retry-After": arg})
