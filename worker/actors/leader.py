@@ -21,12 +21,12 @@ def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaseWatch) -> d
     keys = Keys(settings.namespace, settings.queue)
     watch.watch(LEADER_ACTOR, lease=keys.leader_lease, election_key=keys.election)
 
-    async def lead_callbacks() -> str:
+    async def lead_callbacks() -> None:
         """Lead the callback queue until shutdown or deposition; hand over if it ends early."""
         outcome = await lead(settings, should_stop=watch.stopping.is_set, observer=DeliveryMetrics(settings.namespace))
         if outcome.reason in ("lost", "stopped") and not watch.stopping.is_set():
             lead_callbacks_actor.send()  # keep a candidate in circulation
-        return outcome.reason
+        log.debug("lead_callbacks ended: %s", outcome.reason)  # None returned: Dramatiq keeps no results
 
     decorate = dramatiq.actor(
         actor_name=LEADER_ACTOR,

@@ -13,6 +13,7 @@ process to notice sends one ``write_statuses`` message, debounced by the
 
 from __future__ import annotations
 
+import logging
 import time
 
 import dramatiq
@@ -26,6 +27,8 @@ from ..streams.keys import Keys
 from ..streams.lease import holder_of, parse_holder
 from .broker import queue_name
 from .watch import FOREVER_MS, LeaseWatch
+
+log = logging.getLogger(__name__)
 
 STATUS_WRITER_ACTOR = "write_statuses"
 STATUS_QUEUE = "status"
@@ -75,8 +78,11 @@ def declare(broker: Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.A
     keys = Keys(settings.namespace, settings.queue)
     watch.watch(STATUS_WRITER_ACTOR, lease=keys.writer_lease, election_key=keys.status_election)
 
-    def write_statuses(deferrals: int = 0) -> str:
+    def write_statuses(deferrals: int = 0) -> None:
         """Write status updates to the database until shutdown, until the lease is lost, or until it should move."""
+        log.debug("write_statuses ended: %s", write(deferrals))  # None returned: Dramatiq keeps no results
+
+    def write(deferrals: int) -> str:
         placement = Placement(settings, keys)
         may_move = deferrals < MAX_DEFERRALS  # after that, it stays wherever it is (one process needs a writer too)
         try:
