@@ -19,6 +19,7 @@ from worker.config.settings import Settings
 from worker.delivery.targets import describe
 from worker.engine.attempt import record_poison
 from worker.streams.client import texts
+from worker.streams.entry import past_generations
 from worker.streams.keys import Keys
 from worker.streams.lease import lapsed
 from worker.streams.stream import SyncCallbackStream
@@ -135,9 +136,10 @@ def reset(client: redis.Redis, settings: Settings) -> dict[str, Any]:
 def replay(
     client: redis.Redis, settings: Settings, selection: ReplayFilter, *, dry_run: bool, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Send matching dead letters back to the stream with attempts reset: ``{matched, replayed, dry_run}``.
+    """Send matching dead letters back to the stream as their callbacks' next generation, attempts reset.
 
-    ``matched`` holds each letter's fields as :func:`shown`, plus ``stream_id`` and ``dead_age``.
+    Returns ``{matched, replayed, dry_run}``; ``matched`` holds each letter's fields as :func:`shown`,
+    plus ``stream_id`` and ``dead_age``. Each letter's record stays in its callback's history (``inspect``).
     """
     stream = SyncCallbackStream(client, Keys(settings.namespace, settings.queue))
     now = stream.now_ms()
@@ -155,16 +157,18 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
     """Where a callback id (``msg_...``) or stream id is: ``[{place, stream_id, fields, ...}]``, empty if nowhere.
 
     ``place``: ``stream`` (+ ``consumer``, ``deliveries`` if pending), ``delayed`` (+ ``due_in``) or ``dead``.
+    Each sighting also has the callback's ``generation`` (replays so far) and ``history``: the dead-letter
+    records of its earlier generations, oldest first (a dead letter's own record is in its ``fields``).
     """
     stream = SyncCallbackStream(client, Keys(settings.namespace, settings.queue))
     by_id = re.fullmatch(r"\d+(-\d+)?", query) is not None
     found: list[dict[str, Any]] = []
+    now = stream.now_ms()
     for place, key in (("stream", stream.keys.stream), ("dead", stream.keys.dead)):  # a scan: a one-off question
         rows = stream.entries(key, query, query) if by_id else stream.entries(key)
-        found += [_sighting(place, sid, f) for sid, f in rows if by_id or f.get("cid") == query]
-    now = stream.now_ms()
+        found += [_sighting(place, sid, f, now) for sid, f in rows if by_id or f.get("cid") == query]
     for fields, due_ms in [] if by_id else stream.delayed_with(query):
-        found.append(_sighting("delayed", None, fields, due_in=(due_ms - now) / 1000))
+        found.append(_sighting("delayed", None, fields, now, due_in=(due_ms - now) / 1000))
     for sighting in [s for s in found if s["place"] == "stream"] if stream.group() else []:
         if held := stream.pending_entry(sighting["stream_id"]):
             sighting.update(consumer=held.consumer, deliveries=held.deliveries)
@@ -191,8 +195,30 @@ def _dead_letter(stream_id: str, fields: dict[str, str], now_ms: int) -> dict[st
     return {"stream_id": stream_id, "dead_age": age, **{k: v for k, v in fields.items() if k != "body"}}
 
 
-def _sighting(place: str, stream_id: str | None, fields: dict[str, str], **extra: Any) -> dict[str, Any]:
-    return {"place": place, "stream_id": stream_id, "fields": shown(fields), **extra}
+def _sighting(place: str, stream_id: str | None, fields: dict[str, str], now_ms: int, **extra: Any) -> dict[str, Any]:
+    sighting = {"place": place, "stream_id": stream_id, "fields": shown(fields), **extra}
+    sighting["generation"] = _count(fields.get("gen", "0"))
+    sighting["history"] = [_past(record, now_ms) for record in past_generations(fields.get("hist"))]
+    return sighting
+
+
+def _past(record: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """One earlier generation as ``inspect`` returns it (a record of ``entry.replay_of``, from Redis: checked)."""
+    dead_ms, replayed_ms = _count(record.get("dead_ms")), _count(record.get("replayed_ms"))
+    return {
+        "generation": _count(record.get("gen")),
+        "attempts": _count(record.get("att")),
+        **{name: str(record.get(name, "")) for name in ("reason", "status", "error")},
+        "dead_age": _age(now_ms, dead_ms),
+        "replayed_age": _age(now_ms, replayed_ms),
+    }
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer (or its digits) as read from Redis; ``None`` for anything else."""
+    if isinstance(value, str) and 0 < len(value) <= 16 and value.isascii() and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def shown(fields: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +230,9 @@ def shown(fields: dict[str, Any]) -> dict[str, Any]:
     for name in ("body", "raw.body"):
         if name in out:
             out[name] = f"(not shown: {len(out[name])} chars)"
+    if "hist" in out:  # the records of its earlier generations, one line (``inspect`` returns them whole)
+        past = past_generations(out["hist"])
+        out["hist"] = "; ".join(f"generation {r.get('gen')} dead: {r.get('reason')}" for r in past) or out["hist"]
     return out
 
 

@@ -66,6 +66,13 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("REDIS_URL", "rediss://:pw@redis.example:6380/2", "redis_url", "rediss://:pw@redis.example:6380/2"),
     ("REDIS_URL", "redis://127.0.0.1:6379/0", "redis_url", "redis://127.0.0.1:6379/0"),
     ("REDIS_URL", "unix:///run/redis.sock", "redis_url", "unix:///run/redis.sock"),
+    (
+        "DRAMATIQ_BROKER_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "broker_url",
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+    ),
+    ("DRAMATIQ_BROKER_URL", "redis://127.0.0.1:6380/1", "broker_url", "redis://127.0.0.1:6380/1"),
     ("DATABASE_URL", "postgresql+psycopg2://u:p@db/cb", "database_url", "postgresql+psycopg2://u:p@db/cb"),
     ("DATABASE_URL", "sqlite:////tmp/cb.db", "database_url", "sqlite:////tmp/cb.db"),
     ("WORKER_NAMESPACE", "prod-eu.1_a", "namespace", "prod-eu.1_a"),
@@ -153,6 +160,7 @@ def test_a_blank_value_means_the_default(blank):
 MALFORMED: list[tuple[str, str, str]] = [
     ("REDIS_URL", "http://127.0.0.1:6379", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "127.0.0.1:6379", "scheme must be"),
+    ("DRAMATIQ_BROKER_URL", "http://127.0.0.1:5672/", "scheme must be amqp:// or amqps://"),
     ("DATABASE_URL", "mysql://db/cb", "only sqlite:/// and postgresql+psycopg2:// URLs are supported"),
     ("WORKER_NAMESPACE", "a:b", "no ':' or braces"),
     ("WORKER_NAMESPACE", "{cbw}", "no ':' or braces"),

@@ -84,12 +84,13 @@ class Outcome:
             outcome=self.state,
             next_attempt_at=None if retry_in is None else self.at + int(retry_in * 1000),
             at=self.at,
+            generation=self.entry.generation,
         )
 
 
 def sending(entry: CallbackEntry, at: int) -> StatusUpdate:
     """The status update of ``entry``'s next attempt starting at ``at`` (ms)."""
-    return status.callback_sending(entry.callback_id, entry.attempts + 1, at)
+    return status.callback_sending(entry.callback_id, entry.attempts + 1, at, entry.generation)
 
 
 def judge(settings: Settings, entry: CallbackEntry, result: AttemptResult) -> Outcome:
@@ -138,7 +139,5 @@ def record_poison(settlement: Settlement, entry: CallbackEntry, times: int, limi
     """Dead-letter an entry read ``times`` times without being settled (it keeps crashing its leader)."""
     reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
     settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(now_ms)})
-    settlement.record(
-        [status.StatusUpdate("callbacks", entry.callback_id, now_ms, {"status": "dead", "last_error": reason})]
-    )
+    settlement.record([status.callback_poisoned(entry.callback_id, reason, now_ms, entry.generation)])
     log.error("callback %s dead-lettered: %s", entry.callback_id, reason)

@@ -8,7 +8,13 @@ The rules (declared on the models, read by :mod:`worker.storage.rules`):
   time unless it sets them itself;
 - once a row's sticky status is terminal (a callback ``delivered`` or ``dead``)
   its ``frozen`` columns stop changing, the status included, so the outcome
-  that ended a callback stays with it.
+  that ended a callback stays with it — within its generation: a table with a
+  ``generation`` column (a callback's replay count; an update that does not
+  set it is generation 0) keeps the highest it was written. An update of a
+  newer generation first starts the ``per_generation`` columns over from their
+  defaults (status, attempts, last outcome), so a replayed callback is no longer
+  terminal; one of an older generation leaves them alone. The other columns
+  (url, task id, times, the generation itself) merge across generations.
 
 :func:`fold` is the reference: it applies one update to a row. :func:`merge`
 coalesces a batch into :class:`RowChange` values and :func:`apply` applies one
@@ -37,7 +43,10 @@ class RowChange:
     """Everything a batch does to one row: the merged value of each column it touches.
 
     ``terminal`` records that the batch itself made the row terminal, so its
-    later updates leave the frozen columns alone.
+    later updates leave the frozen columns alone. For a table with a
+    generation column, the ``per_generation`` values are those of the batch's
+    newest generation only (the generation column's value, 0 if unwritten):
+    that generation starts them over anyway.
     """
 
     table: str
@@ -87,9 +96,18 @@ def absorb(change: RowChange, update: StatusUpdate) -> None:
     """Fold one more update into ``change`` (the hot path: plain dict work, no per-field objects)."""
     rules = RULES[change.table]
     values, merges, fields = change.values, rules.merges, update.fields
+    older = _NOTHING
+    if rules.generation is not None:
+        generation, newest = fields.get(rules.generation, 0), values.get(rules.generation, 0)
+        if generation > newest:  # a newer generation: what the batch said of the older ones no longer counts
+            for name in rules.per_generation:
+                values.pop(name, None)
+            change.terminal = False
+        elif generation < newest:
+            older = rules.per_generation
     frozen = rules.frozen if change.terminal else _NOTHING
     for name, value in fields.items():
-        if name in frozen or name == rules.key:
+        if name in frozen or name in older or name == rules.key:
             continue
         if name in values and merges[name] != "last":
             values[name] = _combine(merges[name], values[name], value)
@@ -98,7 +116,7 @@ def absorb(change: RowChange, update: StatusUpdate) -> None:
     for name in rules.implicit:
         if name not in fields:
             values[name] = _combine(merges[name], values[name], update.at) if name in values else update.at
-    if rules.sticky is not None and fields.get(rules.sticky) in rules.terminal:
+    if rules.sticky is not None and not older and fields.get(rules.sticky) in rules.terminal:
         change.terminal = True
 
 
@@ -115,10 +133,18 @@ def apply(row: Row | None, change: RowChange) -> Row:
 
 def _apply(rules: TableRules, key: str, row: Row | None, values: Mapping[str, Any]) -> Row:
     out = rules.defaults(key) if row is None else dict(row)
+    older = _NOTHING
+    if rules.generation is not None:
+        current, incoming = out.get(rules.generation) or 0, values.get(rules.generation, 0)
+        if incoming > current:  # the row starts over, as inserting it would have it
+            defaults = rules.defaults(key)
+            out.update({name: defaults[name] for name in rules.per_generation})
+        elif incoming < current:
+            older = rules.per_generation
     terminal = rules.sticky is not None and out.get(rules.sticky) in rules.terminal
     for name, value in values.items():
         column = rules.columns[name]
-        if column.frozen and terminal:
+        if name in older or (column.frozen and terminal):
             continue
         out[name] = combine(column, out.get(name), value)
     return out

@@ -8,6 +8,11 @@ column's ``info``, and read by :mod:`worker.storage.rules`:
   (never decreases: counters, ``updated_at``) or ``"min"`` (``created_at``);
 - ``frozen``: the column stops changing once the table's sticky column holds a
   terminal value (a delivered callback keeps the outcome that delivered it);
+- ``per_generation``: the column describes one generation of the row (the
+  table's ``generation`` column, a callback's replay count): an update of a
+  newer generation starts it over from its default, one of an older generation
+  leaves it alone. Every ``frozen`` column of such a table is one, so a
+  terminal state sticks within its generation only;
 - ``choices``: the only values a status column accepts.
 
 There are no foreign keys on purpose: updates for different tables may reach
@@ -20,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,6 +41,7 @@ NAMING = {
 }
 
 Timestamp = DateTime(timezone=True)
+_FROZEN_PER_GENERATION = {"frozen": True, "per_generation": True}  # copied into each column's own info
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -53,6 +59,11 @@ def _updated() -> Any:
     return mapped_column(Timestamp, nullable=False, info={"merge": "max"})
 
 
+def _generation() -> Any:
+    # The server default: rows written by a writer of an earlier version, which knows no generation, are generation 0.
+    return mapped_column(Integer, nullable=False, default=0, server_default=text("0"), info={"merge": "max"})
+
+
 class Callback(Base):
     """One webhook callback: where it goes and how its delivery stands."""
 
@@ -60,26 +71,30 @@ class Callback(Base):
     __table_args__ = (
         Index(None, "task_id"),
         Index(None, "status", "updated_at"),
-        {"info": {"sticky": "status", "terminal": TERMINAL_CALLBACK_STATES}},
+        {"info": {"sticky": "status", "terminal": TERMINAL_CALLBACK_STATES, "generation": "generation"}},
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_id: Mapped[str | None] = mapped_column(Text)
     url: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(
-        String(16), nullable=False, default="queued", info={"choices": CALLBACK_STATES, "frozen": True}
+        String(16), nullable=False, default="queued", info={"choices": CALLBACK_STATES, **_FROZEN_PER_GENERATION}
     )
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, info={"merge": "max"})
-    last_status_code: Mapped[int | None] = mapped_column(Integer, info={"frozen": True})
-    last_error: Mapped[str | None] = mapped_column(Text, info={"frozen": True})
-    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp, info={"frozen": True})
-    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp, info={"frozen": True})
+    attempts: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, info={"merge": "max", "per_generation": True}
+    )
+    last_status_code: Mapped[int | None] = mapped_column(Integer, info=dict(_FROZEN_PER_GENERATION))
+    last_error: Mapped[str | None] = mapped_column(Text, info=dict(_FROZEN_PER_GENERATION))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp, info=dict(_FROZEN_PER_GENERATION))
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp, info=dict(_FROZEN_PER_GENERATION))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+    generation: Mapped[int] = _generation()
 
 
 class CallbackAttempt(Base):
-    """One HTTP attempt of a callback; the key is ``"<callback id>:<attempt>"``."""
+    """One HTTP attempt of a callback; the key is ``"<callback id>:<attempt>"`` (generation 0) or
+    ``"<callback id>:g<generation>:<attempt>"``, and says the callback, generation and attempt."""
 
     __tablename__ = "callback_attempts"
     __table_args__ = (Index(None, "callback_id", "attempt"),)
@@ -94,6 +109,7 @@ class CallbackAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+    generation: Mapped[int] = _generation()
 
 
 class ImageEditTask(Base):

@@ -34,6 +34,7 @@ class ColumnRule:
     merge: str = "last"
     nullable: bool = True
     frozen: bool = False
+    per_generation: bool = False
     default: Any = None
     choices: frozenset[str] | None = None
     length: int | None = None
@@ -70,7 +71,7 @@ class ColumnRule:
 
 @dataclass(frozen=True)
 class TableRules:
-    """A table's key column, its columns (key excluded) and its sticky status column, if any."""
+    """A table's key column, its columns (key excluded), its sticky status column and its generation column, if any."""
 
     name: str
     key: str
@@ -78,10 +79,12 @@ class TableRules:
     columns: Mapping[str, ColumnRule]
     sticky: str | None = None
     terminal: frozenset[str] = frozenset()
+    generation: str | None = None
     derive: Callable[[str], dict[str, Any]] | None = None
     # Derived once, for the hot paths (merging, building statement parameters):
     merges: Mapping[str, str] = field(default_factory=dict)  # column -> "last" | "max" | "min"
     frozen: frozenset[str] = frozenset()  # columns that stop changing once the row is terminal
+    per_generation: frozenset[str] = frozenset()  # columns a newer generation starts over
     implicit: tuple[str, ...] = ()  # created_at/updated_at: written by every update at its time
     bits: Mapping[str, int] = field(default_factory=dict)  # column -> its bit in a change mask
     insert_defaults: Mapping[str, Any] = field(default_factory=dict)  # the non-null column defaults
@@ -125,10 +128,25 @@ def _storable_json(name: str, value: Any) -> None:
 
 
 def _attempt_of(key: str) -> dict[str, Any]:
-    callback_id, sep, number = key.rpartition(":")
-    if not sep or not callback_id or not number.isdigit() or int(number) > INT32[1]:
-        raise ValueError(f"callback_attempts key {key!r} is not '<callback id>:<attempt number>'")
-    return {"callback_id": callback_id, "attempt": int(number)}
+    """What an attempt key says: ``"<callback id>:<n>"`` (generation 0) or ``"<callback id>:g<generation>:<n>"``.
+
+    The worker's callback ids hold no ``:``; an id that ended in ``:g<digits>``
+    would read as the second form.
+    """
+    head, sep, number = key.rpartition(":")
+    if not sep or not head or not _counter(number):
+        raise ValueError(
+            f"callback_attempts key {key!r} is not '<callback id>:<attempt number>'"
+            " or '<callback id>:g<generation>:<attempt number>'"
+        )
+    callback_id, sep, generation = head.rpartition(":")
+    if sep and callback_id and generation[:1] == "g" and _counter(generation[1:]) and int(generation[1:]) > 0:
+        return {"callback_id": callback_id, "attempt": int(number), "generation": int(generation[1:])}
+    return {"callback_id": head, "attempt": int(number), "generation": 0}
+
+
+def _counter(digits: str) -> bool:
+    return digits.isascii() and digits.isdigit() and int(digits) <= INT32[1]
 
 
 def _kind(column: Any) -> str:
@@ -161,10 +179,22 @@ def _rules(table: Table) -> TableRules:
             merge=info.get("merge", "last"),
             nullable=bool(column.nullable),
             frozen=bool(info.get("frozen", False)),
+            per_generation=bool(info.get("per_generation", False)),
             default=default,
             choices=frozenset(choices) if choices is not None else None,
             length=getattr(column.type, "length", None),
         )
+    generation = table.info.get("generation")
+    per_generation = frozenset(name for name, column in columns.items() if column.per_generation)
+    frozen = frozenset(name for name, column in columns.items() if column.frozen)
+    if generation is not None and (columns[generation].merge != "max" or generation in per_generation):
+        raise TypeError(f"{table.name}.{generation}: a generation column merges by max and belongs to every generation")
+    if generation is not None and not frozen <= per_generation:
+        raise TypeError(
+            f"{table.name}: a frozen column must be per_generation, or a terminal state would stick forever"
+        )
+    if generation is None and per_generation:
+        raise TypeError(f"{table.name}: per_generation columns need the table's generation column")
     return TableRules(
         name=table.name,
         key=key.name,
@@ -172,9 +202,11 @@ def _rules(table: Table) -> TableRules:
         columns=columns,
         sticky=table.info.get("sticky"),
         terminal=frozenset(table.info.get("terminal", ())),
+        generation=generation,
         derive=_attempt_of if table.name == "callback_attempts" else None,
         merges={name: column.merge for name, column in columns.items()},
-        frozen=frozenset(name for name, column in columns.items() if column.frozen),
+        frozen=frozen,
+        per_generation=per_generation,
         implicit=tuple(name for name in IMPLICIT_TIMES if name in columns),
         bits={name: 1 << index for index, name in enumerate(columns)},
         insert_defaults={name: column.default for name, column in columns.items() if column.default is not None},

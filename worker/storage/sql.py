@@ -13,8 +13,14 @@ becomes (all expressions read the row as it was before the statement)::
     min      ... v.c < t.c ...
     frozen   ... AND NOT (t.<sticky> IS NOT NULL AND t.<sticky> IN (<terminal states>))
 
-so a replayed or duplicate update never moves a terminal callback back, never
-lowers a counter and never makes ``created_at`` later.
+and, in a table with a generation column ``g``, a ``per_generation`` column::
+
+    CASE WHEN t.g > v.g THEN t.c   -- the batch is of an older generation: no say
+         WHEN t.g < v.g THEN v.c   -- a newer one starts over: the row as inserting it would store it
+         ELSE <its expression above> END
+
+so a replayed or duplicate update never moves a terminal callback back within
+its generation, never lowers a counter and never makes ``created_at`` later.
 """
 
 from __future__ import annotations
@@ -97,7 +103,11 @@ def assignments(rules: TableRules, incoming: str = "v", mask: str = f"v.{MASK}")
             condition += f" AND ({old} IS NULL OR {new} < {old})"
         if column.frozen and terminal is not None:
             condition += f" AND NOT {terminal}"
-        out.append(f"{name} = CASE WHEN {condition} THEN {new} ELSE {old} END")
+        generations = ""
+        if column.per_generation and rules.generation is not None:
+            row_gen, batch_gen = f"t.{rules.generation}", f"{incoming}.{rules.generation}"
+            generations = f"WHEN {row_gen} > {batch_gen} THEN {old} WHEN {row_gen} < {batch_gen} THEN {new} "
+        out.append(f"{name} = CASE {generations}WHEN {condition} THEN {new} ELSE {old} END")
     return out
 
 

@@ -5,6 +5,15 @@ and :func:`decode_member` never raise. They return a :class:`CallbackEntry`, or
 a :class:`Malformed` with the reason and the fields as received (made printable
 and capped), which the leader sets aside in the dead-letter stream while the
 good entries of the same batch go on.
+
+A callback's **generation** counts how often an operator replayed it from the
+dead letters (field ``gen``, absent: 0, so entries of earlier versions stay
+valid). A replay (:func:`replay_of`) starts the next generation with its
+attempts reset and keeps the dead-letter record it leaves behind in ``hist``:
+a JSON array of ``{"gen", "reason", "status", "error", "dead_ms", "att",
+"replayed_ms"}`` objects, oldest first, the last :data:`MAX_HISTORY` only
+(read back by :func:`past_generations`). The generation travels into every
+status update, so the database tells one generation's outcome from the next.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ MAX_URL_CHARS = 2048
 MAX_COUNTER = 10**15  # attempts and epoch milliseconds fit well below this
 RAW_FIELD_CHARS = 1024  # of each field of a malformed record, kept for the operator
 RAW_FIELDS = 32
+MAX_HISTORY = 10  # past generations an entry keeps (the newest); each replay is an operator's act
+HISTORY_TEXT_CHARS = 300  # of a past generation's reason and error
+DEAD_LETTER_FIELDS = ("reason", "status", "error", "dead_ms")  # what dead-lettering adds to the entry's fields
 
 
 @dataclass(frozen=True)
@@ -28,8 +40,11 @@ class CallbackEntry:
     ``attempts`` counts the HTTP attempts already made; ``first_enqueued_ms``
     is when the producer accepted it, ``enqueued_ms`` when this copy was
     (re)queued. ``stream_id`` is the id of the stream entry carrying it, when
-    it was read from the stream. Field names in Redis are short: every byte
-    repeats in every entry.
+    it was read from the stream. ``generation`` counts the replays from the
+    dead letters, ``history`` holds the dead-letter records of the earlier
+    generations (JSON, see the module docstring; carried as it came). Field
+    names in Redis are short: every byte repeats in every entry, and
+    ``gen``/``hist`` appear only once a callback was replayed.
     """
 
     callback_id: str
@@ -40,6 +55,8 @@ class CallbackEntry:
     first_enqueued_ms: int = 0
     enqueued_ms: int = 0
     stream_id: str | None = None
+    generation: int = 0
+    history: str | None = None
 
     def fields(self) -> dict[str, str]:
         """Stream entry fields (the stream id is not a field)."""
@@ -53,6 +70,10 @@ class CallbackEntry:
         }
         if self.task_id is not None:
             out["task"] = self.task_id
+        if self.generation:
+            out["gen"] = str(self.generation)
+        if self.history is not None:
+            out["hist"] = self.history
         return out
 
     @classmethod
@@ -64,7 +85,7 @@ class CallbackEntry:
         return decoded
 
     def member(self) -> str:
-        """The JSON form kept in the delayed set; unique per callback and attempt."""
+        """The JSON form kept in the delayed set; unique per callback, generation and attempt."""
         return json.dumps(self.fields(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -115,6 +136,8 @@ def decode(stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry | Mal
         first_enqueued_ms=int(fields.get("t0", "0")),
         enqueued_ms=int(fields.get("tq", "0")),
         stream_id=stream_id,
+        generation=int(fields.get("gen", "0")),
+        history=fields.get("hist"),
     )
 
 
@@ -127,6 +150,72 @@ def decode_member(member: str | bytes) -> CallbackEntry | Malformed:
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         return Malformed(None, "a delayed member is not a JSON object of strings", {"member": _cap(_lenient(member))})
     return decode(None, data)
+
+
+def replayed(stream_id: str, raw: Mapping[Any, Any], now_ms: int) -> tuple[dict[Any, Any], CallbackEntry | None]:
+    """What dead letter ``raw`` (its fields as read) goes back to the stream as: fields, and the callback they carry.
+
+    A callback goes back as its next generation (:func:`replay_of`). A record
+    that is not one (an entry set aside as malformed) goes back as it was, less
+    the dead-letter fields, to be judged again; its callback is ``None``.
+    """
+    letter = decode(stream_id, raw)
+    if isinstance(letter, Malformed):
+        dropped = {*DEAD_LETTER_FIELDS, "att", "tq"}
+        kept = {name: value for name, value in raw.items() if _lenient(name) not in dropped}
+        return {**kept, "att": "0", "tq": str(now_ms)}, None
+    dead = {_lenient(name): _lenient(value) for name, value in raw.items() if _lenient(name) in DEAD_LETTER_FIELDS}
+    entry = replay_of(letter, dead, now_ms)
+    return entry.fields(), entry
+
+
+def replay_of(letter: CallbackEntry, dead: Mapping[str, str], now_ms: int) -> CallbackEntry:
+    """The callback that dead letter ``letter`` goes back to the stream as: its next generation.
+
+    Attempts start again, ``tq`` is ``now_ms``, and the dead-letter record it
+    leaves (``dead``: its reason, status, error, dead_ms) joins its history.
+    """
+    record = {
+        "gen": letter.generation,
+        "att": letter.attempts,
+        **{name: str(dead.get(name, ""))[:HISTORY_TEXT_CHARS] for name in DEAD_LETTER_FIELDS},
+        "replayed_ms": now_ms,
+    }
+    kept = [*past_generations(letter.history), record][-MAX_HISTORY:]
+    return replace(
+        letter,
+        attempts=0,
+        enqueued_ms=now_ms,
+        stream_id=None,
+        generation=letter.generation + 1,
+        history=json.dumps(kept, separators=(",", ":")),  # ASCII: lone surrogates cannot reach Redis
+    )
+
+
+def past_generations(history: str | None) -> list[dict[str, int | str]]:
+    """The dead-letter records of a callback's earlier generations, oldest first; ``[]`` if none or unreadable.
+
+    Anything may have written ``hist``: only integers and text (made printable, capped) are kept.
+    """
+    if not history:
+        return []
+    try:
+        records = json.loads(history)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(records, list):
+        return []
+    return [_record(record) for record in records[-MAX_HISTORY:] if isinstance(record, dict)]
+
+
+def _record(raw: dict[Any, Any]) -> dict[str, int | str]:
+    record: dict[str, int | str] = {}
+    for name, value in list(raw.items())[:RAW_FIELDS]:
+        if isinstance(value, str):
+            record[_cap(_lenient(name))[:64]] = _cap(_lenient(value))[:HISTORY_TEXT_CHARS]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            record[_cap(_lenient(name))[:64]] = value
+    return record
 
 
 def id_problem(value: str) -> str | None:
@@ -147,7 +236,7 @@ def _problem(fields: dict[str, str]) -> str | None:
     url = fields["url"]
     if len(url) > MAX_URL_CHARS or not url.startswith(("http://", "https://")) or not url.isprintable():
         return "'url' is not an http(s) URL of printable characters"
-    for name in ("att", "t0", "tq"):
+    for name in ("att", "t0", "tq", "gen"):
         value = fields.get(name, "0")
         if not (0 < len(value) <= 16 and value.isascii() and value.isdigit()) or int(value) > MAX_COUNTER:
             return f"{name!r} is not a non-negative integer"

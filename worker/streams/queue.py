@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .client import text, texts
-from .entry import CallbackEntry, Malformed, decode
+from .entry import CallbackEntry, Malformed, decode, replayed
 from .groups import (
     ConsumerInfo,
     Fence,
@@ -34,6 +34,7 @@ from .groups import (
 from .keys import GROUP, Keys
 from .protocol import Batch, Command, Operation, Script
 from .settlement import Settlement
+from .status import callback_queued
 
 PAGE = 500  # entries per XRANGE when a whole stream is read
 PoisonRule = Callable[[Settlement, CallbackEntry, int, int, int], None]  # engine.attempt.record_poison
@@ -251,10 +252,27 @@ def promote_all(keys: Keys, limit: int) -> Operation[int]:
 
 
 def replay(keys: Keys, ids: Sequence[str]) -> Operation[int]:
-    """Send the dead letters ``ids`` back as fresh callbacks (``replay.lua``); returns how many moved."""
+    """Send the dead letters ``ids`` back as the next generation of their callbacks (``replay.lua``).
+
+    Each goes back with its attempts reset and its dead-letter record kept in
+    its history (:func:`.entry.replayed`), and its database row hears of the new
+    generation (``queued``) atomically with the move. Returns how many moved.
+    """
     if not ids:
         return 0
-    return int((yield Script("replay", (keys.dead, keys.stream), tuple(ids))))
+    now = yield from now_ms()
+    found = yield Batch(tuple(Command("xrange", (keys.dead, sid, sid)) for sid in ids))
+    args: list[object] = []
+    for sid, raw in (row for rows in found for row in rows or []):
+        fields, entry = replayed(text(sid), raw, now)
+        update = ""
+        if entry is not None:
+            queued = callback_queued(entry.callback_id, entry.url, entry.task_id, now, entry.generation)
+            update = json.dumps(queued.as_json(), separators=(",", ":"))
+        args += [sid, len(fields), *(item for pair in fields.items() for item in pair), update]
+    if not args:
+        return 0
+    return int((yield Script("replay", (keys.dead, keys.stream, keys.status_updates), tuple(args))))
 
 
 def page(key: str, low: str, high: str, count: int = PAGE) -> Operation[list[tuple[str, dict[str, str]]]]:

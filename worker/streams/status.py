@@ -16,11 +16,16 @@ be used is kept (as received, with the reason) for the ``status:bad`` stream
 (:func:`bad_record`).
 
 ``table`` is one of ``callbacks``, ``callback_attempts``, ``image_edit_tasks``.
-``key`` is the row's identity (callback id; task id; ``"<callback id>:<n>"`` for
-attempt ``n``). ``fields`` hold column values; times are epoch milliseconds.
-Applying updates in stream order, field by field, gives the row: the writer's
-merge rules (terminal states stick, counters never decrease) make replays and
-out-of-order duplicates harmless.
+``key`` is the row's identity (callback id; task id; for attempt ``n``
+``"<callback id>:<n>"`` in generation 0 and ``"<callback id>:g<gen>:<n>"`` in a
+later one, see :func:`attempt_key`). ``fields`` hold column values; times are
+epoch milliseconds. Applying updates in stream order, field by field, gives the
+row: the writer's merge rules (terminal states stick within a generation,
+counters never decrease) make replays and out-of-order duplicates harmless.
+
+A callback's updates carry its ``generation`` (the replay count,
+:mod:`worker.streams.entry`) only when it is not 0, so the updates of a callback
+never replayed, the producer's compact form included, are what they always were.
 """
 
 from __future__ import annotations
@@ -152,19 +157,25 @@ def bad_record(stream_id: str, rejected: Sequence[tuple[Any, str]], raw: str | N
     return {"id": stream_id, "error": reasons[:MAX_ERROR_CHARS], "u": body}
 
 
-def callback_queued(callback_id: str, url: str, task_id: str | None, at: int) -> StatusUpdate:
-    """A callback was accepted by the producer."""
-    return StatusUpdate(
-        "callbacks",
-        callback_id,
-        at,
-        {"task_id": task_id, "url": url, "status": "queued", "attempts": 0, "created_at": at, "updated_at": at},
-    )
+def attempt_key(callback_id: str, generation: int, attempt: int) -> str:
+    """The ``callback_attempts`` key of attempt ``attempt`` (1-based) of ``callback_id``'s generation ``generation``.
+
+    Generation 0 keeps the form rows of earlier versions have; later generations
+    name theirs, so a replayed callback's attempts never overwrite earlier ones.
+    """
+    return f"{callback_id}:{attempt}" if generation == 0 else f"{callback_id}:g{generation}:{attempt}"
 
 
-def callback_sending(callback_id: str, attempt: int, at: int) -> StatusUpdate:
-    """Attempt ``attempt`` (1-based) is starting."""
-    return StatusUpdate("callbacks", callback_id, at, {"status": "sending", "attempts": attempt, "updated_at": at})
+def callback_queued(callback_id: str, url: str, task_id: str | None, at: int, generation: int = 0) -> StatusUpdate:
+    """A callback was accepted by the producer (generation 0), or replayed from the dead letters (a later one)."""
+    row = {"task_id": task_id, "url": url, "status": "queued", "attempts": 0, "created_at": at, "updated_at": at}
+    return StatusUpdate("callbacks", callback_id, at, _generation(row, generation))
+
+
+def callback_sending(callback_id: str, attempt: int, at: int, generation: int = 0) -> StatusUpdate:
+    """Attempt ``attempt`` (1-based) of generation ``generation`` is starting."""
+    row = {"status": "sending", "attempts": attempt, "updated_at": at}
+    return StatusUpdate("callbacks", callback_id, at, _generation(row, generation))
 
 
 def callback_attempted(
@@ -179,8 +190,9 @@ def callback_attempted(
     outcome: str,
     next_attempt_at: int | None,
     at: int,
+    generation: int = 0,
 ) -> list[StatusUpdate]:
-    """An attempt ended: the callback's new state and the attempt's own row."""
+    """An attempt of generation ``generation`` ended: the callback's new state and the attempt's own row."""
     row = {
         "status": state,
         "attempts": attempt,
@@ -201,9 +213,20 @@ def callback_attempted(
         "outcome": outcome,
     }
     return [
-        StatusUpdate("callbacks", callback_id, at, row),
-        StatusUpdate("callback_attempts", f"{callback_id}:{attempt}", at, attempt_row),
+        StatusUpdate("callbacks", callback_id, at, _generation(row, generation)),
+        StatusUpdate("callback_attempts", attempt_key(callback_id, generation, attempt), at, attempt_row),
     ]
+
+
+def callback_poisoned(callback_id: str, reason: str, at: int, generation: int = 0) -> StatusUpdate:
+    """A callback of generation ``generation`` was dead-lettered without an attempt's outcome (it kept crashing)."""
+    return StatusUpdate("callbacks", callback_id, at, _generation({"status": "dead", "last_error": reason}, generation))
+
+
+def _generation(row: dict[str, Any], generation: int) -> dict[str, Any]:
+    if generation:
+        row["generation"] = generation
+    return row
 
 
 def record_status(updates: Iterable[StatusUpdate], client: redis.Redis, keys: Keys) -> str | None:

@@ -1,23 +1,25 @@
--- Send dead letters back to the stream as fresh callbacks (ops replay).
+-- Send dead letters back to the stream as the next generation of their callbacks (ops replay).
 --
 -- KEYS[1] dead      dead-letter stream
 -- KEYS[2] stream    callback stream
--- ARGV[1..]         dead-letter ids
--- Each goes back with att=0 and tq=now (ms, Redis clock), without reason/status/error/dead_ms.
--- An id already gone is skipped, so replays running at once never enqueue a letter twice.
--- Returns how many moved.
-local t = redis.call('TIME')
-local now_ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local drop, moved = {att = true, tq = true, reason = true, status = true, error = true, dead_ms = true}, 0
-for _, id in ipairs(ARGV) do
-  local found = redis.call('XRANGE', KEYS[1], id, id)
-  if found[1] then
-    local src, out = found[1][2], {'att', '0', 'tq', now_ms}
-    for j = 1, #src, 2 do
-      if not drop[src[j]] then out[#out + 1] = src[j]; out[#out + 1] = src[j + 1] end
-    end
-    redis.call('XADD', KEYS[2], '*', unpack(out))
-    moved = moved + redis.call('XDEL', KEYS[1], id)
+-- KEYS[3] status    status update stream (for the database writer)
+-- ARGV[1..]         records, one per dead letter: id  n  f1 v1 ... fn vn  update
+--                   id: the dead letter; f/v: the stream entry to add in its place (built by
+--                   queue.replay: att=0, tq=now, gen+1, the dead-letter record kept in hist);
+--                   update: one status update as JSON ("" for none), recorded only if it moved.
+-- A letter already gone is skipped (XDEL says so), so replays running at once never enqueue a
+-- letter twice. The status updates of the letters moved go in one status entry, atomically
+-- with the move. Returns how many moved.
+local moved, updates, i = 0, {}, 1
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local first, last = i + 2, i + 1 + 2 * n
+  if redis.call('XDEL', KEYS[1], id) == 1 then
+    redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, last))
+    moved = moved + 1
+    if ARGV[last + 1] ~= '' then updates[#updates + 1] = ARGV[last + 1] end
   end
+  i = last + 2
 end
+if #updates > 0 then redis.call('XADD', KEYS[3], '*', 'u', '[' .. table.concat(updates, ',') .. ']') end
 return moved
