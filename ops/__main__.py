@@ -1,33 +1,93 @@
 """``python -m ops status|recover|unlock|reset|replay|inspect|config``: the operator commands.
 
-Exit codes: 0 done, 1 refused or not found, 2 configuration error (settings, or Redis unreachable).
+Exit codes: 0 done, 1 refused or not found, 2 configuration error (settings, or Redis unreachable)
+or a malformed command line. Whatever went wrong, it is said in one line on stderr, never as a
+traceback: arguments are checked by the parser, and the project's errors and Redis' error replies
+(a key of the wrong type, an id Redis refuses) are caught here, at the boundary.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import redis
 
 from worker import redact
-from worker.config.runtime import RUNTIME_VARIABLES, ConfigStore
+from worker.config.runtime import MAX_STORED_BYTES, RUNTIME_VARIABLES, ConfigStore, Unreadable
 from worker.config.settings import Settings
-from worker.errors import SettingsError
+from worker.errors import SettingsError, WorkerError
 from worker.streams.client import sync_client
 from worker.streams.keys import Keys
 
 from . import commands, render
 
 Command = Callable[[argparse.Namespace, Settings, redis.Redis], int]
+MAX_STREAM_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
+MAX_ARGUMENT_CHARS = 200
+
+
+class UsageError(Exception):
+    """A command line the parser refused: its one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, raising :class:`UsageError` instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _count(text: str) -> int:
+    """``--limit``: an integer >= 0."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise argparse.ArgumentTypeError("not an integer >= 0")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """``--older-than``/``--newer-than``: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("not a number of seconds >= 0")
+    return value
+
+
+def _text(text: str) -> str:
+    """A free-text argument: at most 200 printable characters (no control characters, no undecodable bytes)."""
+    if not text.isprintable() or len(text) > MAX_ARGUMENT_CHARS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ARGUMENT_CHARS} printable characters")
+    return text
+
+
+def _item(text: str) -> str:
+    """``config`` NAME or NAME=VALUE: bounded (the value is checked like the environment's, never echoed)."""
+    if len(text) > MAX_STORED_BYTES:
+        raise argparse.ArgumentTypeError(f"an item longer than {MAX_STORED_BYTES} characters")
+    return text
+
+
+def _callback_or_stream_id(text: str) -> str:
+    """``inspect ID``: a callback id, or a stream id whose parts Redis accepts (ASCII digits, each < 2**64)."""
+    if re.fullmatch(r"\d+(-\d+)?", text):
+        parts = text.split("-")
+        if not text.isascii() or any(len(part) > 20 or int(part) > MAX_STREAM_ID_PART for part in parts):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: a stream id is MS-SEQ, ASCII digits, each part < 2**64")
+    return _text(text)
 
 
 def parser() -> argparse.ArgumentParser:
     """The CLI; settings come from the environment (see the README), not from flags."""
-    top = argparse.ArgumentParser(prog="python -m ops", description="Operator commands of the callback worker.")
+    top = _Parser(prog="python -m ops", description="Operator commands of the callback worker.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("status", parents=[common], help="queue health on one screen")
     sub.add_parser("recover", parents=[common], help="re-queue due retries and stuck entries, clear stale state")
@@ -36,17 +96,21 @@ def parser() -> argparse.ArgumentParser:
     reset = sub.add_parser("reset", parents=[common], help="delete every key of the namespace")
     reset.add_argument("--yes", action="store_true", help="really do it")
     replay = sub.add_parser("replay", parents=[common], help="send dead letters back to the stream")
-    replay.add_argument("--reason", metavar="SUBSTR", help="reason contains SUBSTR (case-insensitive)")
-    replay.add_argument("--host", help="callback URL host (or host:port)")
-    replay.add_argument("--older-than", type=float, metavar="SECONDS", help="dead for at least SECONDS")
-    replay.add_argument("--newer-than", type=float, metavar="SECONDS", help="dead for at most SECONDS")
-    replay.add_argument("--limit", type=int, metavar="N", help="at most N, oldest first")
+    replay.add_argument("--reason", type=_text, metavar="SUBSTR", help="reason contains SUBSTR (case-insensitive)")
+    replay.add_argument("--host", type=_text, help="callback URL host (or host:port)")
+    replay.add_argument("--older-than", type=_seconds, metavar="SECONDS", help="dead for at least SECONDS")
+    replay.add_argument("--newer-than", type=_seconds, metavar="SECONDS", help="dead for at most SECONDS")
+    replay.add_argument("--limit", type=_count, metavar="N", help="at most N, oldest first")
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
     inspect = sub.add_parser("inspect", parents=[common], help="find a callback by callback id or stream id")
-    inspect.add_argument("id", metavar="ID", help="callback id (msg_...) or stream id (1700000000000-0)")
+    inspect.add_argument(
+        "id", type=_callback_or_stream_id, metavar="ID", help="callback id (msg_...) or stream id (1700000000000-0)"
+    )
     config = sub.add_parser("config", parents=[common], help="run-time configuration: get, set or unset")
     config.add_argument("action", choices=("get", "set", "unset"))
-    config.add_argument("items", nargs="*", metavar="NAME[=VALUE]", help="set: NAME=VALUE ...; unset: NAME ...")
+    config.add_argument(
+        "items", nargs="*", type=_item, metavar="NAME[=VALUE]", help="set: NAME=VALUE ...; unset: NAME ..."
+    )
     return top
 
 
@@ -81,9 +145,6 @@ def _reset(args: argparse.Namespace, settings: Settings, client: redis.Redis) ->
 
 
 def _replay(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
-    if args.limit is not None and args.limit < 0:
-        print("--limit must be >= 0", file=sys.stderr)
-        return 2
     selection = commands.ReplayFilter(args.reason, args.host, args.older_than, args.newer_than, args.limit)
     progress = None if args.json else render.ProgressBar()
     result = commands.replay(client, settings, selection, dry_run=args.dry_run, progress=progress)
@@ -100,33 +161,57 @@ def _inspect(args: argparse.Namespace, settings: Settings, client: redis.Redis) 
 def _config(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
     store = ConfigStore(client, Keys(settings.namespace, settings.queue))
     if args.action == "get":
-        config = store.load()
+        found = store.load()
+        if isinstance(found, Unreadable):
+            print(render.one_line(found.problem(store.key)), file=sys.stderr)
+            return 1
+        config = found
     else:
         try:
-            changes = _assignments(args.items) if args.action == "set" else {}
-            config = store.change(settings, changes, tuple(args.items) if args.action == "unset" else ())
+            if args.action == "set":
+                config = store.change(settings, _assignments(args.items))
+            else:
+                config = store.change(settings, {}, _names(args.items))
         except SettingsError as e:
-            print(f"refused, the configuration in force stays: {e}", file=sys.stderr)
+            print(render.one_line(f"refused, the configuration in force stays: {e}"), file=sys.stderr)
             return 1
     shown = {"version": config.version, "values": config.shown(), "run_time_variables": list(RUNTIME_VARIABLES)}
     if args.json:
         print(render.as_json(shown))
     else:
         values = ", ".join(f"{k}={v}" for k, v in sorted(config.shown().items())) or "none (environment only)"
-        print(f"run-time configuration version {config.version}: {values}")
+        print(render.one_line(f"run-time configuration version {config.version}: {values}"))
     return 0
 
 
 def _assignments(items: Sequence[str]) -> dict[str, str]:
     pairs = {}
-    for item in items:
+    for number, item in enumerate(items, 1):
         name, sep, value = item.partition("=")
-        if not sep:
-            raise SettingsError(f"{item!r} is not NAME=VALUE")
+        if not sep:  # not echoed: a value without its name may well be a secret
+            raise SettingsError(f"argument {number} of set is not NAME=VALUE")
         pairs[name.strip()] = value
     if not pairs:
         raise SettingsError("nothing to set: give NAME=VALUE pairs")
     return pairs
+
+
+def _names(items: Sequence[str]) -> tuple[str, ...]:
+    if not items:
+        raise SettingsError("nothing to unset: give the NAMEs to unset")
+    if any("=" in item for item in items):  # NAME=VALUE given to unset: the value is not echoed either
+        raise SettingsError("unset takes NAMEs, not NAME=VALUE")
+    return tuple(item.strip() for item in items)
+
+
+def _masked(message: str, argv: Sequence[str]) -> str:
+    """A usage error without the arguments it quotes that may be secrets (``NAME=VALUE`` in the wrong place)."""
+    for token in sorted(set(argv), key=len, reverse=True):
+        if token in message and ("=" in token or "whsec_" in token or "@" in token or len(token) > 40):
+            name, sep, _ = token.partition("=")
+            keep = sep and (name.isupper() or name.startswith("-"))  # NAME=... or --flag=...: the name helps
+            message = message.replace(token, f"{name}=<redacted>" if keep else "<redacted>")
+    return message
 
 
 COMMANDS: dict[str, Command] = {
@@ -142,18 +227,31 @@ COMMANDS: dict[str, Command] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as e:
+        print(render.one_line(_masked(str(e), sys.argv[1:] if argv is None else argv)), file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help printed the help
+        return e.code if isinstance(e.code, int) else 0
     try:
         settings = Settings.from_env(signs=False)
     except SettingsError as e:
-        print(f"configuration error: {e}".replace("\n", " "), file=sys.stderr)
+        print(render.one_line(f"configuration error: {e}"), file=sys.stderr)
         return 2
     client = sync_client(settings.redis_url)
     try:
         return COMMANDS[args.command](args, settings, client)
     except (redis.ConnectionError, redis.TimeoutError) as e:
-        print(f"Redis at {redact.url(settings.redis_url)} does not answer ({e}); check REDIS_URL.", file=sys.stderr)
+        where = redact.url(settings.redis_url)
+        print(render.one_line(f"Redis at {where} does not answer ({e}); check REDIS_URL."), file=sys.stderr)
         return 2
+    except redis.ResponseError as e:
+        print(render.one_line(render.redis_refusal(e, settings.namespace, settings.queue)), file=sys.stderr)
+        return 1
+    except WorkerError as e:
+        print(render.one_line(f"{args.command} failed: {e}"), file=sys.stderr)
+        return 1
     finally:
         client.close()
 

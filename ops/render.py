@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from typing import Any, TextIO
+
+import redis
+
+from worker.config.variables import printable
 
 from .commands import RecoverReport
 
 PROGRESS_MIN = 100  # a progress bar only for more entries than this
+MAX_LINE_CHARS = 2000  # of an error line (a configuration error lists every known variable)
+_PIPELINE_ERROR = re.compile(r"Command # \d+ \((\S+)(?: (\S+))?.*?\) of pipeline caused error: (.*)", re.DOTALL)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line for stderr: line breaks become spaces, other controls are escaped, clipped."""
+    flat = printable(" ".join(text.splitlines()))
+    return flat if len(flat) <= MAX_LINE_CHARS else flat[:MAX_LINE_CHARS] + "…"
+
+
+def redis_refusal(error: redis.ResponseError, namespace: str, queue: str) -> str:
+    """What Redis refused and what to do; a pipeline's command is named by its name and key, never its values."""
+    message = str(error)
+    if found := _PIPELINE_ERROR.match(message):
+        command, key, message = found.group(1), found.group(2) or "", found.group(3)
+        message = f"{command} {key}: {message}".replace(" :", ":")
+    if "WRONGTYPE" in message:
+        hint = (
+            f"one of the {namespace}:{{{queue}}}:* keys holds the wrong kind of value (written by hand?): find it"
+            " with redis-cli TYPE and delete it (or all of them: python -m ops reset --yes)"
+        )
+    else:
+        hint = "the command was not carried out"
+    return f"Redis refused: {message[:300]}; {hint}"
 
 
 def as_json(result: Any) -> str:
@@ -54,7 +83,7 @@ def status(state: dict[str, Any], claim_idle: float) -> str:
     last = state["last_send_ago"]
     rows.append(("last send", "never" if last is None else f"{duration(last)} ago"))
     rows.append(("db writer", _writer(state["writer"])))
-    return "\n".join(f"{label:<10} {text}" for label, text in rows)
+    return "\n".join(printable(f"{label:<10} {text}") for label, text in rows)  # names and holders come from Redis
 
 
 def _writer(writer: dict[str, Any]) -> str:
@@ -117,7 +146,7 @@ def replay(result: dict[str, Any]) -> str:
     for letter in matched:
         cid, url, reason = letter.get("cid", "?"), letter.get("url", "?"), letter.get("reason", "")
         lines.append(f"  {letter['stream_id']}  {cid}  {url}  dead {duration(letter['dead_age'])} ago: {reason}")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def inspect(query: str, sightings: list[dict[str, Any]]) -> str:
@@ -132,9 +161,19 @@ def inspect(query: str, sightings: list[dict[str, Any]]) -> str:
             head += f", due in {duration(max(0.0, sighting['due_in']))}"
         if "consumer" in sighting:
             head += f", pending with {sighting['consumer']} (read {sighting['deliveries']} times)"
-        fields = [f"  {name}: {value}" for name, value in sighting["fields"].items()]
-        blocks.append("\n".join([head, *fields]))
+        if sighting.get("generation"):
+            head += f", generation {sighting['generation']} (replayed {sighting['generation']} times)"
+        fields = [f"  {printable(str(name))}: {printable(str(value))}" for name, value in sighting["fields"].items()]
+        blocks.append("\n".join([head, *fields, *map(_earlier, sighting.get("history") or [])]))
     return "\n\n".join(blocks)
+
+
+def _earlier(record: dict[str, Any]) -> str:
+    """One earlier generation of a replayed callback: when it died, after how many attempts, why."""
+    ago = "" if record.get("dead_age") is None else f" {duration(record['dead_age'])} ago"
+    reason = printable(str(record.get("reason") or "no reason recorded"))
+    generation, attempts = record.get("generation", "?"), record.get("attempts", "?")
+    return f"  earlier: generation {generation} dead{ago} after {attempts} attempts: {reason}"
 
 
 class ProgressBar:
@@ -158,8 +197,8 @@ def unlock_refused(namespace: str, queue: str) -> str:
     return (
         f"unlock deletes the leader lease of {namespace}/{queue} whoever holds it. A live leader notices at its"
         " next renewal and stops, and another worker takes over; use it only when the lease is stuck."
-        " `python -m ops recover` already removes a lease whose holder stopped renewing.\n"
-        "Run again with --yes to do it."
+        " `python -m ops recover` already removes a lease whose holder stopped renewing."
+        " Run again with --yes to do it."
     )
 
 
@@ -167,6 +206,6 @@ def reset_refused(namespace: str) -> str:
     """Why ``reset`` needs ``--yes``."""
     return (
         f"reset deletes EVERY key of namespace {namespace!r}: waiting and pending callbacks, retries, dead letters,"
-        " the lease, counters and the Dramatiq queues. Nothing of it can be recovered.\n"
-        "Run again with --yes to do it."
+        " the lease, counters and the Dramatiq queues. Nothing of it can be recovered."
+        " Run again with --yes to do it."
     )

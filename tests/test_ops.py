@@ -257,6 +257,23 @@ def test_replay_of_many_reports_progress(make_settings, client, rclient, keys):
     assert "150/150" in bar.getvalue()
 
 
+def test_replay_starts_the_next_generation_and_inspect_shows_the_history(make_settings, client, rclient, keys):
+    settings = make_settings()
+    _, cid = add_dead(rclient, keys, "http://127.0.0.1:9/ok", "HTTP 410 Gone", redis_ms(rclient))
+    (dead,) = commands.inspect(client, settings, cid)
+    assert dead["generation"] == 0 and dead["history"] == []
+
+    assert commands.replay(client, settings, ReplayFilter(), dry_run=False)["replayed"] == 1
+
+    (requeued,) = commands.inspect(client, settings, cid)
+    assert requeued["place"] == "stream" and requeued["generation"] == 1 and requeued["fields"]["att"] == "0"
+    (past,) = requeued["history"]
+    assert (past["generation"], past["attempts"], past["reason"], past["status"]) == (0, 3, "HTTP 410 Gone", "410")
+    ((_, update),) = rclient.xrange(keys.status_updates)  # the database hears of it with the move
+    (queued,) = json.loads(update["u"])
+    assert (queued["key"], queued["fields"]["status"], queued["fields"]["generation"]) == (cid, "queued", 1)
+
+
 def test_inspect_finds_a_callback_in_stream_delayed_set_and_dead_letters(make_settings, client, rclient, keys, cli):
     settings = make_settings()
     (queued,) = CallbackProducer(settings).enqueue_many([("http://127.0.0.1:9/ok", {"n": 1})])
@@ -297,3 +314,71 @@ def test_a_configuration_error_exits_2_with_one_line(cli):
     code, out, err = cli("status", CALLBACK_CLAIM_IDLE="3")
     assert code == 2 and out == ""
     assert err.startswith("configuration error: CALLBACK_CLAIM_IDLE") and err.count("\n") == 1
+
+
+def _one_line_error(code: int, out: str, err: str) -> str:
+    """The single stderr line of a refused command (never a traceback)."""
+    assert code != 0 and "Traceback" not in out + err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "99999999999999999999-0"],
+        ["inspect", "1-99999999999999999999"],
+        ["inspect", "9" * 5000],
+        ["inspect", "\u0661\u0662-0"],  # Arabic-Indic digits: \d matches them, Redis does not
+        ["inspect", "msg_\x00"],
+        ["inspect", "msg_\udcff"],  # a byte that was not UTF-8 in argv (surrogateescape)
+        ["replay", "--limit", "-1"],
+        ["replay", "--limit", "1e3"],
+        ["replay", "--older-than", "nan"],
+        ["replay", "--newer-than", "inf"],
+        ["replay", "--older-than", "-5"],
+        ["replay", "--older-than", "abc"],
+        ["replay", "--reason", "x\ny"],
+        ["nope"],
+        [],
+        ["status", "--unknown"],
+        ["config", "frobnicate"],
+    ],
+)
+def test_malformed_arguments_get_one_line_and_exit_2(cli, argv):
+    code, out, err = cli(*argv)
+    assert code == 2
+    line = _one_line_error(code, out, err)
+    assert line.isprintable() or line[:-1].isprintable()
+
+
+def test_help_exits_0(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and "Operator commands" in out
+
+
+@pytest.mark.parametrize("command", [["status"], ["inspect", "1-0"], ["inspect", "msg_x"], ["recover"], ["replay"]])
+@pytest.mark.parametrize("key", ["stream", "dead", "delayed", "stats", "lease_info"])
+def test_a_key_of_the_wrong_type_gets_one_line_and_a_non_zero_exit(cli, rclient, keys, command, key):
+    name = getattr(keys, key)
+    rclient.rpush(name, "not what ops expects")  # a list where a stream, zset or hash belongs
+    code, out, err = cli(*command)  # an exception would come out of main() here
+    if err:  # (some commands never read that key)
+        line = _one_line_error(code, out, err)
+        assert "WRONGTYPE" in line and "redis-cli TYPE" in line
+
+
+def test_inspect_of_an_id_redis_refuses_says_so(cli):
+    code, out, err = cli("inspect", "99999999999999999999-0")
+    assert "2**64" in _one_line_error(code, out, err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker/streams/queue.py delayed_with json.loads()es every member matching the cid pattern: a"
+    ' hand-written \'{"cid":"msg_q",\' raises JSONDecodeError through ops inspect. Fix there: decode_member.',
+)
+def test_inspect_with_a_malformed_delayed_member_gets_no_traceback(cli, rclient, keys):
+    rclient.zadd(keys.delayed, {'{"cid":"msg_q",': 1})
+    code, _, err = cli("inspect", "msg_q")
+    assert "Traceback" not in err and code in (0, 1)

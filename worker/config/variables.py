@@ -45,10 +45,7 @@ REDACTED = "<redacted>"
 
 def _number(kind: type, *, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
-        try:
-            value = kind(raw)
-        except ValueError:  # int()'s own message repeats the whole value
-            raise ValueError("not an integer" if kind is int else "not a number") from None
+        value = kind(raw)  # its message quotes the value: parse_value clips it and removes URL credentials
         if not math.isfinite(value):
             raise ValueError("not a finite number")
         if (value <= low) if low_open else (value < low):
@@ -137,9 +134,9 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(mapping, dict):
         raise ValueError("must be a JSON object")
     pairs = []
-    for number, (prefix, secret) in enumerate(mapping.items(), 1):
-        # Keys and values swapped would put a secret here: echo a key only if it is a URL, never its credentials.
-        shown = repr(_clip(without_credentials(prefix))) if "://" in prefix else f"#{number} (not a URL, not shown)"
+    for prefix, secret in mapping.items():
+        # Keys and values swapped would put a secret here: never echo one, nor a URL's credentials.
+        shown = REDACTED if prefix.startswith(SECRET_PREFIX) else repr(_clip(without_credentials(prefix)))
         try:
             parts = urlsplit(prefix)
             parts.port  # noqa: B018 - parsing the port validates it
