@@ -82,12 +82,14 @@ def status(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         "leader": {
             "held": state.lease_held,
             "holder": info.get("holder"),
-            "epoch": int(info.get("epoch") or 0) or None,
+            "epoch": _count(info.get("epoch")) or None,
             "age": _age(now, info.get("acquired_ms")),
             "since_renewal": _age(now, info.get("renewed_ms")),
             "ttl": state.lease_ttl_ms / 1000 if state.lease_ttl_ms >= 0 else None,
         },
-        "counters": {name: int(stats.get(name, 0)) for name in (*COUNTERS, *stats) if name != "last_delivered_ms"},
+        "counters": {
+            name: _count(stats.get(name, 0)) or 0 for name in (*COUNTERS, *stats) if name != "last_delivered_ms"
+        },
         "last_send_ago": _age(now, stats.get("last_delivered_ms")),
         "writer": writer_status(client, keys),
     }
@@ -119,7 +121,7 @@ def unlock(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     pipe: Any = client.pipeline(transaction=True)
     raw, deleted = pipe.hgetall(keys.lease_info).delete(keys.lease).execute()
     info = texts(raw)
-    return {"released": bool(deleted), "holder": info.get("holder"), "epoch": int(info.get("epoch") or 0) or None}
+    return {"released": bool(deleted), "holder": info.get("holder"), "epoch": _count(info.get("epoch")) or None}
 
 
 def reset(client: redis.Redis, settings: Settings) -> dict[str, Any]:
@@ -178,7 +180,7 @@ def inspect(client: redis.Redis, settings: Settings, query: str) -> list[dict[st
 def _remove_stale_lease(client: redis.Redis, settings: Settings, keys: Keys) -> str | None:
     def check(pipe: Any) -> str | None:  # runs under WATCH: a renewal meanwhile (renewed_ms) aborts the DEL
         info = texts(pipe.hgetall(keys.lease_info))
-        renewed = int(info.get("renewed_ms") or 0) / 1000
+        renewed = (_count(info.get("renewed_ms")) or 0) / 1000
         stale = renewed > 0 and lapsed(renewed, _now_ms(pipe) / 1000, settings.lease_ttl)
         if not stale or not pipe.exists(keys.lease):
             return None
@@ -191,7 +193,9 @@ def _remove_stale_lease(client: redis.Redis, settings: Settings, keys: Keys) -> 
 
 
 def _dead_letter(stream_id: str, fields: dict[str, str], now_ms: int) -> dict[str, Any]:
-    age = _age(now_ms, fields.get("dead_ms") or stream_id.partition("-")[0])
+    age = _age(now_ms, fields.get("dead_ms"))
+    if age is None:  # no (or no readable) time of death: the letter's stream id says when it was added
+        age = _age(now_ms, stream_id.partition("-")[0])
     return {"stream_id": stream_id, "dead_age": age, **{k: v for k, v in fields.items() if k != "body"}}
 
 
@@ -242,4 +246,6 @@ def _now_ms(client: Any) -> int:
 
 
 def _age(now_ms: int, then_ms: str | int | None) -> float | None:
-    return None if then_ms is None or then_ms == "" else max(0.0, (now_ms - int(then_ms)) / 1000)
+    """Seconds since ``then_ms``; ``None`` when it is missing or not a time (whatever wrote it)."""
+    then = _count(then_ms)
+    return None if then is None else max(0.0, (now_ms - then) / 1000)

@@ -243,13 +243,6 @@ def ops_keys(namespace, redis_url, monkeypatch) -> Keys:
     return Keys(namespace)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/commands.py parses fields read from Redis with a bare int(): leader:info epoch/acquired_ms/"
-    "renewed_ms, stats counters and last_delivered_ms, a dead letter's dead_ms (_age, _dead_letter, status,"
-    " unlock, _remove_stale_lease): a hand-written 'abc' or '1e5' is a ValueError traceback. Fix there:"
-    " read them with commands._count (None when not digits).",
-)
 @settings(FUZZ, max_examples=40, phases=[Phase.generate], report_multiple_bugs=False)  # no shrinking: it fails
 @given(st.sampled_from(READ_FIELDS), garbage)
 def test_garbage_in_the_fields_ops_reads_gets_one_line(ops_keys, rclient, place, value):

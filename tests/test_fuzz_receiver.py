@@ -260,12 +260,6 @@ def test_the_two_servers_answer_what_they_were_given(rig):
     assert (result_r.status, result_r.detail) == (503, "no")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/delivery/sender.py _error_kind keeps str(ClientResponseError), which ends with the request's"
-    " whole URL (url='http://host/path?token=...'): a callback URL's token reaches last_error, the dead letter"
-    " and the logs (issue 9, defect 7). Fix there: redact error.request_info.real_url like InvalidURL.",
-)
 @settings(FUZZ, max_examples=20, phases=[Phase.generate], report_multiple_bugs=False)  # no shrinking: it fails
 @given(st.lists(raw_responses, min_size=5, max_size=5))
 def test_no_answer_puts_the_callback_urls_token_in_the_error_text(rig, raw_answers):

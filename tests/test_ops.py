@@ -373,11 +373,6 @@ def test_inspect_of_an_id_redis_refuses_says_so(cli):
     assert "2**64" in _one_line_error(code, out, err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/streams/queue.py delayed_with json.loads()es every member matching the cid pattern: a"
-    ' hand-written \'{"cid":"msg_q",\' raises JSONDecodeError through ops inspect. Fix there: decode_member.',
-)
 def test_inspect_with_a_malformed_delayed_member_gets_no_traceback(cli, rclient, keys):
     rclient.zadd(keys.delayed, {'{"cid":"msg_q",': 1})
     code, _, err = cli("inspect", "msg_q")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -107,10 +108,13 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
 
 
+_URLS = re.compile(r"https?://[^\s'\"<>]+")  # aiohttp's texts quote the request URL, tokens included
+
+
 def _error_kind(error: BaseException) -> tuple[str, str]:
     if isinstance(error, aiohttp.InvalidURL):  # its text is the whole URL, tokens included
         return "invalid_url", f"InvalidURL: {redact.url(error.url)}"
-    text = printable(f"{type(error).__name__}: {error}"[:DETAIL_CHARS])
+    text = printable(_URLS.sub(lambda m: redact.url(m.group(0)), f"{type(error).__name__}: {error}")[:DETAIL_CHARS])
     refused = getattr(error, "os_error", None)
     if isinstance(refused, AddressRefused):
         return "blocked", str(refused)[:DETAIL_CHARS]  # the guard's reason, not aiohttp's wrapper text

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .client import text, texts
-from .entry import CallbackEntry, Malformed, decode, replayed
+from .entry import CallbackEntry, Malformed, decode, decode_member, replayed
 from .groups import (
     ConsumerInfo,
     Fence,
@@ -288,9 +288,11 @@ def delayed_with(keys: Keys, callback_id: str) -> Operation[list[tuple[dict[str,
     while True:
         cursor, rows = yield Command("zscan", (keys.delayed, cursor), {"match": pattern, "count": 1000})
         for member, score in rows:
-            fields = {key: str(value) for key, value in json.loads(member).items()}
-            if fields.get("cid") == callback_id:
-                found.append((fields, float(score)))
+            decoded = decode_member(member)
+            if isinstance(decoded, Malformed):  # the scan matched its text: show it, with why it is unusable
+                found.append(({**decoded.fields, "reason": f"malformed: {decoded.reason}"}, float(score)))
+            elif decoded.callback_id == callback_id:
+                found.append((decoded.fields(), float(score)))
         if int(cursor) == 0:
             return found
 
