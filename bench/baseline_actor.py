@@ -16,7 +16,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
-from worker.config.variables import signing_key
+from worker.config.parsers import signing_key
 from worker.delivery import signing
 
 from .harness import SECRET

@@ -20,6 +20,7 @@ import redis
 from worker import redact
 from worker.config.runtime import MAX_STORED_BYTES, RUNTIME_VARIABLES, ConfigStore, Unreadable
 from worker.config.settings import Settings
+from worker.delivery import ed25519
 from worker.errors import SettingsError, WorkerError
 from worker.streams.client import sync_client
 from worker.streams.keys import Keys
@@ -80,6 +81,8 @@ def _callback_or_stream_id(text: str) -> str:
         parts = text.split("-")
         if not text.isascii() or any(len(part) > 20 or int(part) > MAX_STREAM_ID_PART for part in parts):
             raise argparse.ArgumentTypeError(f"{text[:40]!r}: a stream id is MS-SEQ, ASCII digits, each part < 2**64")
+    elif not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", text):  # ours are msg_ + hex; never echo anything else
+        raise argparse.ArgumentTypeError("a callback id is letters, digits, '_', '.', ':' or '-' (msg_...)")
     return _text(text)
 
 
@@ -106,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "id", type=_callback_or_stream_id, metavar="ID", help="callback id (msg_...) or stream id (1700000000000-0)"
     )
+    keys = sub.add_parser("keys", parents=[common], help="signing keys: generate an Ed25519 (v1a) key pair")
+    keys.add_argument("action", choices=("generate",))
     config = sub.add_parser("config", parents=[common], help="run-time configuration: get, set or unset")
     config.add_argument("action", choices=("get", "set", "unset"))
     config.add_argument(
@@ -214,6 +219,16 @@ def _masked(message: str, argv: Sequence[str]) -> str:
     return message
 
 
+def _keys(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+    secret, public = ed25519.generate()
+    if args.json:
+        print(render.as_json({"CALLBACK_SIGNING_KEY": secret, "public_key": public}))
+    else:
+        print(f"CALLBACK_SIGNING_KEY={secret}")
+        print(f"public key, for receivers to verify v1a signatures with: {public}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "status": _status,
     "recover": _recover,
@@ -222,6 +237,7 @@ COMMANDS: dict[str, Command] = {
     "replay": _replay,
     "inspect": _inspect,
     "config": _config,
+    "keys": _keys,
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import redis
 
-from worker.config.variables import printable
+from worker.redact import printable
 
 from .commands import RecoverReport
 

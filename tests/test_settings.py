@@ -62,6 +62,8 @@ def test_non_callback_variables_are_ignored():
 
 
 # (variable, raw value, field, parsed value)
+ED_KEY = "whsk_" + base64.b64encode(bytes(range(32))).decode()
+
 VALID: list[tuple[str, str, str, Any]] = [
     ("REDIS_URL", "rediss://:pw@redis.example:6380/2", "redis_url", "rediss://:pw@redis.example:6380/2"),
     ("REDIS_URL", "redis://127.0.0.1:6379/0", "redis_url", "redis://127.0.0.1:6379/0"),
@@ -97,6 +99,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CALLBACK_MAX_DELIVERIES", "9", "max_deliveries", 9),
     ("CALLBACK_RETRY_AFTER_MAX", "0", "retry_after_max", 0.0),
     ("CALLBACK_SIGNING_SECRET", OTHER_SECRET, "signing_secret", OTHER_SECRET),
+    ("CALLBACK_SIGNING_KEY", ED_KEY, "ed25519_key", ED_KEY),
     (
         "CALLBACK_SIGNING_SECRETS",
         json.dumps({"https://a.example/": OTHER_SECRET}),
@@ -217,6 +220,7 @@ def test_a_malformed_value_names_the_variable_the_value_the_reason_and_what_is_a
 # Secret values that must never be echoed: (variable, raw value, a fragment of it to look for).
 BAD_SECRETS: list[tuple[str, str, str]] = [
     ("CALLBACK_SIGNING_SECRET", "garbage", "garbage"),
+    ("CALLBACK_SIGNING_KEY", "whsk_notbase64!!", "notbase64"),
     ("CALLBACK_SIGNING_SECRET", "whsec_!!notbase64!!", "notbase64"),
     ("CALLBACK_SIGNING_SECRET", "whsec_" + base64.b64encode(b"short-key").decode(), "c2hvcnQta2V5"),
     ("CALLBACK_SIGNING_SECRET", SECRET[len("whsec_") :], SECRET[len("whsec_") :]),

@@ -10,8 +10,8 @@ import pytest
 from conftest import SECRET
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from worker.config.parsers import signing_key
 from worker.config.settings import Settings
-from worker.config.variables import signing_key
 from worker.delivery.signing import SigningKeys, headers, signature
 
 A_SECRET = "whsec_" + base64.b64encode(b"a" * 32).decode()
@@ -155,3 +155,12 @@ def test_signing_keys_refuse_a_malformed_secret(bad):
         SigningKeys(bad)
     with pytest.raises(ValueError):
         SigningKeys(SECRET, [("https://a.example/", bad)])
+
+
+def test_remembered_choices_stay_right_past_the_bound(monkeypatch):
+    # The key chosen per URL is remembered (one parse per URL, not per attempt), in bounded memory.
+    monkeypatch.setattr("worker.delivery.signing.CHOSEN_URLS", 3)
+    keys = SigningKeys(SECRET, ORIGIN_PREFIXES)
+    for _ in range(3):  # more URLs than the bound, asked again and again: every answer as if asked once
+        for url, secret in ORIGIN_CHOICE:
+            assert keys.for_url(url) == signing_key(secret)

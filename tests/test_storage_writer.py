@@ -283,3 +283,21 @@ def test_callbacks_enqueued_by_the_producer_appear_as_queued_rows(db_url, client
     assert sorted(stored) == sorted(ids)
     assert all(row["status"] == "queued" and row["url"] == "https://example.com/hook" for row in stored.values())
     assert stored[ids[1]]["task_id"] == "task-1" and stored[ids[0]]["task_id"] is None
+
+
+def test_a_backlog_of_big_entries_is_read_a_flush_at_a_time(db_url, client, keys):
+    """Memory stays bounded: entries of 300 queued callbacks each are decoded a flush's worth at a time."""
+    batches = [[(f"msg_{b:02d}{i:03d}", "https://example.com/h", None) for i in range(300)] for b in range(12)]
+    for batch in batches:
+        client.xadd(keys.status_updates, {"u": status.encode_queued(batch, T0)})
+    client.xadd(keys.status_updates, {"u": status.encode([status.callback_sending("msg_00000", 1, T0 + 1)])})
+    writer = make_writer(client, db_url, keys, flush_size=500)
+    writer.ensure_group()
+    flushed = []
+    while writer.read(0.05):
+        assert writer.buffered <= 500 + 300  # never the whole backlog
+        flushed.append(writer.flush().updates)
+    assert sum(flushed) == 12 * 300 + 1 and len(flushed) >= 7
+    found = database_rows(db_url)["callbacks"]
+    assert len(found) == 3600 and found["msg_00000"]["status"] == "sending"
+    assert pending(client, keys) == 0

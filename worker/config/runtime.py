@@ -33,10 +33,11 @@ import redis
 import redis.asyncio as aioredis
 
 from ..errors import SettingsError, WorkerError
+from ..redact import printable
 from ..streams.keys import Keys
 from ..streams.scripts import source
 from .settings import Settings
-from .variables import REDACTED, VARIABLES, parse_value, printable
+from .variables import REDACTED, VARIABLES, parse_value
 
 log = logging.getLogger(__name__)
 

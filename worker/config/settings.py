@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from .variables import SECRET_PREFIX, VARIABLES, parse_value, reject_unknown, secret_value
+from .parsers import SECRET_PREFIX, secret_value
+from .variables import VARIABLES, parse_value, reject_unknown
 
 VAR_DIR = Path("var")
 
@@ -50,6 +51,7 @@ class Settings:
     retry_after_max: float = 3600.0
     signing_secret: str = field(default="", repr=False)
     signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    ed25519_key: str = field(default="", repr=False)  # whsk_...: adds a v1a signature beside v1
     allow_private: bool = False
     immediate: bool = False
     max_payload_bytes: int = 1024 * 1024

@@ -10,21 +10,32 @@ that never shows a secret (a ``secret`` variable's value, a URL's credentials).
 
 from __future__ import annotations
 
-import base64
 import difflib
-import json
-import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import redact
 from ..errors import SettingsError
-
-SECRET_PREFIX = "whsec_"
+from .parsers import (
+    PILLOW_MAX_PIXELS,
+    _bool,
+    _broker_url,
+    _database_url,
+    _image_formats,
+    _model_url,
+    _model_url_prefixes,
+    _namespace,
+    _number,
+    _port,
+    _redis_url,
+    _schedule,
+    _secrets_by_prefix,
+    _stage_names,
+    ed25519_secret,
+    secret_value,
+)
 
 
 @dataclass(frozen=True)
@@ -40,180 +51,7 @@ class Variable:
 
 MAX_SHOWN_CHARS = 120  # of a value quoted in an error message
 MAX_DETAIL_CHARS = 300  # of what a parser says is wrong
-REDACTED = "<redacted>"
-
-
-def _number(kind: type, *, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
-    def parse(raw: str) -> Any:
-        value = kind(raw)  # its message quotes the value: parse_value clips it and removes URL credentials
-        if not math.isfinite(value):
-            raise ValueError("not a finite number")
-        if (value <= low) if low_open else (value < low):
-            raise ValueError(f"must be {'>' if low_open else '>='} {low:g}")
-        if high is not None and value > high:
-            raise ValueError(f"must be <= {high:g}")
-        return value
-
-    return parse
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("not a boolean")
-
-
-def _scheme(raw: str) -> str:
-    try:
-        return urlsplit(raw).scheme
-    except ValueError:  # urllib's message repeats the netloc, credentials included
-        raise ValueError("cannot be parsed as a URL") from None
-
-
-def _broker_url(raw: str) -> str:
-    if _scheme(raw) not in ("amqp", "amqps", "redis", "rediss", "unix"):
-        raise ValueError("scheme must be amqp:// or amqps:// (RabbitMQ), or redis://, rediss://, unix:// (Redis)")
-    return raw
-
-
-def _redis_url(raw: str) -> str:
-    if _scheme(raw) not in ("redis", "rediss", "unix"):
-        raise ValueError("scheme must be redis://, rediss:// or unix://")
-    return raw
-
-
-def _database_url(raw: str) -> str:
-    scheme = _scheme(raw)
-    if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
-        raise ValueError("only sqlite:/// and postgresql+psycopg2:// URLs are supported")
-    return raw
-
-
-def _namespace(raw: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", raw):
-        raise ValueError("use 1-64 letters, digits, '_', '.' or '-' (no ':' or braces: they shape Redis keys)")
-    return raw
-
-
-def _schedule(raw: str) -> tuple[float, ...]:
-    parse = _number(float, low=0.0)
-    delays = tuple(parse(part.strip()) for part in raw.split(","))
-    if not delays:
-        raise ValueError("empty")
-    return delays
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"must start with {SECRET_PREFIX!r}")
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-    except ValueError as e:
-        raise ValueError("the part after 'whsec_' is not valid base64") from e
-    if len(key) < 24:
-        raise ValueError("key is shorter than 24 bytes")
-    return key
-
-
-def secret_value(raw: str) -> str:
-    signing_key(raw)
-    return raw
-
-
-def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
-    try:
-        mapping = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON ({e.msg})") from e
-    except RecursionError:
-        raise ValueError("not JSON (nested too deep)") from None
-    if not isinstance(mapping, dict):
-        raise ValueError("must be a JSON object")
-    pairs = []
-    for prefix, secret in mapping.items():
-        # Keys and values swapped would put a secret here: never echo one, nor a URL's credentials.
-        shown = REDACTED if prefix.startswith(SECRET_PREFIX) else repr(_clip(without_credentials(prefix)))
-        try:
-            parts = urlsplit(prefix)
-            parts.port  # noqa: B018 - parsing the port validates it
-        except ValueError as e:
-            raise ValueError(f"prefix {shown} cannot be parsed (malformed host or port)") from e
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"prefix {shown} must start with http:// or https:// (keys are URL prefixes)")
-        if not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc:
-            raise ValueError(
-                f"prefix {shown} must be an origin and a path (https://host[:port][/path]), "
-                "without credentials, query or fragment"
-            )
-        if not isinstance(secret, str):
-            raise ValueError(f"secret for {shown} must be a string")
-        try:
-            signing_key(secret)
-        except ValueError as e:
-            raise ValueError(f"secret for {shown}: {e}") from e
-        pairs.append((prefix, secret))
-    return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
-
-
-def _port(raw: str) -> int:
-    return int(_number(int, low=0, high=65535)(raw))
-
-
-# Stage names double as timing keys and error ``stage`` values; "decode" and "save" are the
-# pipeline's own steps around the stages.
-STAGE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-RESERVED_STAGE_NAMES = frozenset({"decode", "save"})
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
-# Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, which the worker never changes):
-# keeping IMAGE_MAX_PIXELS at or below it makes the worker's explicit limit the one that applies.
-PILLOW_MAX_PIXELS = 89_478_485
-
-
-def _stage_names(raw: str) -> tuple[str, ...]:
-    """Parse a comma-separated list of stage names (syntax only; the pipeline knows which exist)."""
-    names = tuple(part.strip() for part in raw.split(","))
-    for name in names:
-        if not STAGE_NAME.fullmatch(name):
-            raise ValueError(
-                f"stage name {name!r} must be 1-32 lowercase letters, digits or '_', starting with a letter"
-            )
-        if name in RESERVED_STAGE_NAMES:
-            raise ValueError(f"{name!r} is a pipeline step, not a stage")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"stage {duplicates[0]!r} is listed twice")
-    return names
-
-
-def _image_formats(raw: str) -> tuple[str, ...]:
-    formats = []
-    for part in raw.split(","):
-        name = part.strip().upper()
-        name = "JPEG" if name == "JPG" else name
-        if name not in IMAGE_FORMATS:
-            raise ValueError(f"unknown format {part.strip()!r}")
-        if name not in formats:
-            formats.append(name)
-    return tuple(formats)
-
-
-def _model_url(raw: str) -> str:
-    try:
-        parts = urlsplit(raw)
-        parts.port  # noqa: B018 - parsing the port validates it
-    except ValueError:  # urllib's message repeats the netloc, credentials included
-        raise ValueError("cannot be parsed (malformed host or port)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return raw
-
-
-def _model_url_prefixes(raw: str) -> tuple[str, ...]:
-    return tuple(_model_url(part.strip()) for part in raw.split(","))
+REDACTED = redact.HIDDEN
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -238,6 +76,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALLBACK_MAX_DELIVERIES", "max_deliveries", _number(int, low=2, high=1000), "an integer >= 2"),
     Variable("CALLBACK_RETRY_AFTER_MAX", "retry_after_max", _number(float, low=0), "seconds >= 0"),
     Variable("CALLBACK_SIGNING_SECRET", "signing_secret", secret_value, "whsec_ + base64 of >= 24 bytes", secret=True),
+    Variable(
+        "CALLBACK_SIGNING_KEY",
+        "ed25519_key",
+        ed25519_secret,
+        "whsk_ + base64 of an Ed25519 secret key (python -m ops keys generate)",
+        secret=True,
+    ),
     Variable(
         "CALLBACK_SIGNING_SECRETS",
         "signing_secrets",
@@ -304,9 +149,9 @@ def parse_value(var: Variable, raw: str) -> Any:
     try:
         return var.parse(raw.strip())
     except (ValueError, TypeError, RecursionError) as e:
-        detail = _clip(without_credentials(str(e)), MAX_DETAIL_CHARS)
+        detail = redact.clip(redact.without_credentials(str(e)), MAX_DETAIL_CHARS)
         raise SettingsError(
-            printable(f"{var.name}={shown(var, raw)!r} is invalid: {detail}. Allowed: {var.allowed}.")
+            redact.printable(f"{var.name}={shown(var, raw)!r} is invalid: {detail}. Allowed: {var.allowed}.")
         ) from e
 
 
@@ -318,28 +163,8 @@ def shown(var: Variable, raw: str) -> str:
     if could_hide_a_secret and var.name.endswith("_URL"):
         return redact.url(raw)
     if could_hide_a_secret and "://" in raw:  # a list of URLs
-        return _clip(",".join(redact.url(part.strip()) for part in raw.split(",")))
-    return _clip(raw)
-
-
-def printable(text: str) -> str:
-    """``text`` on one printable line: control, formatting and surrogate characters escaped."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-def without_credentials(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL in it replaced (a parser's message may quote a URL)."""
-    return _USERINFO.sub(lambda found: f"{found.group(1)}{REDACTED}@", text)
-
-
-# After "://": the authority up to its last "@" (urlsplit's userinfo), ending before "/", "?", "#" or a space.
-_USERINFO = re.compile(r"(://)[^/?#\s]*@")
-
-
-def _clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+        return redact.clip(",".join(redact.url(part.strip()) for part in raw.split(",")), MAX_SHOWN_CHARS)
+    return redact.clip(raw, MAX_SHOWN_CHARS)
 
 
 def reject_unknown(env: Mapping[str, str]) -> None:
@@ -348,5 +173,5 @@ def reject_unknown(env: Mapping[str, str]) -> None:
         if name.startswith("CALLBACK_") and name not in _KNOWN:
             close = difflib.get_close_matches(name[:64], sorted(_KNOWN), n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
-            shown_name = printable(_clip(name, 64))
+            shown_name = redact.printable(redact.clip(name, 64))
             raise SettingsError(f"unknown setting {shown_name}.{hint} Known: {', '.join(sorted(_KNOWN))}.")

@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -15,7 +14,7 @@ from ..config.settings import Settings
 from ..errors import BlockedAddress
 from ..streams.entry import CallbackEntry
 from . import signing
-from .targets import AddressRefused, GuardedResolver, guard_literal_host
+from .targets import AddressRefused, GuardedResolver, literal_host_refusal
 
 USER_AGENT = "callback-worker/1"
 DETAIL_CHARS = 200
@@ -71,17 +70,17 @@ class Sender:
             self._session = self._open()
         body = entry.body.encode()
         timestamp = int(time.time())
-        headers = signing.headers(self._keys.for_url(entry.url), entry.callback_id, timestamp, body)
+        headers = self._keys.headers(entry.url, entry.callback_id, timestamp, body)
         started = time.time()
         clock = time.perf_counter()
         try:
-            if not self._settings.allow_private:
-                guard_literal_host(urlsplit(entry.url).hostname or "")
+            if not self._settings.allow_private and (refusal := literal_host_refusal(entry.url)) is not None:
+                raise BlockedAddress(refusal)
             async with self._session.post(entry.url, data=body, headers=headers, allow_redirects=False) as response:
                 snippet = await response.content.read(self._settings.max_response_bytes)
                 if not response.content.at_eof():
                     response.close()  # do not drain an oversized body; drop the connection
-                detail = printable(snippet[:DETAIL_CHARS].decode("utf-8", "replace"))
+                detail = redact.printable(snippet[:DETAIL_CHARS].decode("utf-8", "replace"))[:DETAIL_CHARS]
                 return AttemptResult(
                     response.status,
                     None,
@@ -101,20 +100,14 @@ class Sender:
             self._session = None
 
 
-def printable(text: str) -> str:
-    """``text`` without control characters (a NUL in a receiver's answer must not reach a database row)."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-
-
 _URLS = re.compile(r"https?://[^\s'\"<>]+")  # aiohttp's texts quote the request URL, tokens included
 
 
 def _error_kind(error: BaseException) -> tuple[str, str]:
     if isinstance(error, aiohttp.InvalidURL):  # its text is the whole URL, tokens included
         return "invalid_url", f"InvalidURL: {redact.url(error.url)}"
-    text = printable(_URLS.sub(lambda m: redact.url(m.group(0)), f"{type(error).__name__}: {error}")[:DETAIL_CHARS])
+    said = _URLS.sub(lambda found: redact.url(found.group(0)), f"{type(error).__name__}: {error}")
+    text = redact.printable(said[: DETAIL_CHARS * 2])[:DETAIL_CHARS]  # escaping may lengthen it: cut after
     refused = getattr(error, "os_error", None)
     if isinstance(refused, AddressRefused):
         return "blocked", str(refused)[:DETAIL_CHARS]  # the guard's reason, not aiohttp's wrapper text

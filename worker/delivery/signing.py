@@ -14,9 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..config.variables import signing_key
+from ..config.parsers import signing_key
+from ..config.settings import Settings
+from . import ed25519
+from .ed25519 import Ed25519PrivateKey
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+CHOSEN_URLS = 4096  # URLs whose key a SigningKeys remembers (then it starts over): bounded memory
 
 
 def signature(key: bytes, callback_id: str, timestamp: int, body: bytes) -> str:
@@ -26,13 +30,22 @@ def signature(key: bytes, callback_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(key: bytes, callback_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """All Standard Webhooks headers of one attempt, plus the JSON content type."""
+def headers(
+    key: bytes, callback_id: str, timestamp: int, body: bytes, ed25519_key: Ed25519PrivateKey | None = None
+) -> dict[str, str]:
+    """All Standard Webhooks headers of one attempt, plus the JSON content type.
+
+    With ``ed25519_key`` the signature header holds ``v1,… v1a,…`` (space-separated): receivers
+    check whichever they know.
+    """
+    signed = signature(key, callback_id, timestamp, body)
+    if ed25519_key is not None:
+        signed += " " + ed25519.signature(ed25519_key, callback_id, timestamp, body)
     return {
         "content-type": "application/json",
         "webhook-id": callback_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(key, callback_id, timestamp, body),
+        "webhook-signature": signed,
     }
 
 
@@ -47,15 +60,34 @@ class SigningKeys:
     (``/customer`` covers ``/customer`` and ``/customer/...``, not ``/customerX``).
     """
 
-    def __init__(self, default_secret: str, by_prefix: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, default_secret: str, by_prefix: Iterable[tuple[str, str]] = (), ed25519_key: str = "") -> None:
         self._default = signing_key(default_secret)
+        self._ed25519 = ed25519.private_key(ed25519_key) if ed25519_key else None
         pairs = [(url_prefix(prefix), signing_key(secret)) for prefix, secret in by_prefix]
         self._by_prefix = sorted(pairs, key=lambda pair: -len(pair[0].path))
+        self._chosen: dict[str, bytes] = {}  # by URL: parsing one per attempt costs more than signing
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SigningKeys:
+        """The keys the settings name: default and per-prefix HMAC secrets, and the Ed25519 key if set."""
+        return cls(settings.signing_secret, settings.signing_secrets, settings.ed25519_key)
+
+    def headers(self, url: str, callback_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        """The Standard Webhooks headers of one attempt to ``url`` (``v1``, and ``v1a`` with an Ed25519 key)."""
+        return headers(self.for_url(url), callback_id, timestamp, body, self._ed25519)
 
     def for_url(self, url: str) -> bytes:
         """The HMAC key for ``url``."""
         if not self._by_prefix:
             return self._default
+        key = self._chosen.get(url)
+        if key is None:
+            if len(self._chosen) >= CHOSEN_URLS:
+                self._chosen.clear()
+            key = self._chosen[url] = self._choose(url)
+        return key
+
+    def _choose(self, url: str) -> bytes:
         try:
             target = url_prefix(url)
         except ValueError:

@@ -222,6 +222,21 @@ def guard_literal_host(host: str) -> None:
         check_address(host, str(address))
 
 
+@functools.lru_cache(maxsize=1024)  # a burst repeats few URLs; the check costs more than a small POST's signing
+def literal_host_refusal(url: str) -> str | None:
+    """Why the SSRF guard refuses ``url``'s host, a literal IP address; ``None`` when it does not.
+
+    :func:`guard_literal_host` of the URL's host, remembered per URL (its
+    answer depends on the host alone). A URL that cannot be split raises
+    ``ValueError`` as ``urlsplit`` does, uncached.
+    """
+    try:
+        guard_literal_host(urlsplit(url).hostname or "")
+    except BlockedAddress as e:
+        return str(e)
+    return None
+
+
 def describe(value: Any) -> str:
     """A log-safe rendering of a callback URL: ``scheme://host:port/…`` (see :func:`worker.redact.url`)."""
     return redact.url(value)

@@ -104,7 +104,7 @@ async def deliver(
     now = now_ms()
     entry = CallbackEntry(callback_id or new_callback_id(), checked_url, body, task_id, 0, now, now)
     pending = [status.callback_queued(entry.callback_id, entry.url, task_id, now)]
-    sender = Sender(settings, SigningKeys(settings.signing_secret, settings.signing_secrets))
+    sender = Sender(settings, SigningKeys.from_settings(settings))
     try:
         while True:
             recorder.record([*pending, sending(entry, now_ms())])

@@ -265,6 +265,6 @@ class Leader:
         self.pace = Pace(self._client, self.keys.pace, settings.rate)
         self.queues.reshape(settings.host_concurrency, *host_limits(settings))
         self.settler.batch_size = settings.batch_size
-        self.sender.use_keys(SigningKeys(settings.signing_secret, settings.signing_secrets))
+        self.sender.use_keys(SigningKeys.from_settings(settings))
         self._work.set()
         self.intake.wake()

@@ -21,7 +21,7 @@ async def lead(
 ) -> LeaderExit:
     """Try to lead the queue; deliver until stopped, deposed or (``burst``) idle."""
     client = async_client(settings.redis_url)
-    sender = Sender(settings, SigningKeys(settings.signing_secret, settings.signing_secrets))
+    sender = Sender(settings, SigningKeys.from_settings(settings))
     try:
         leader = Leader(settings, client, sender, observer=observer, should_stop=should_stop, burst=burst)
         return await leader.run()

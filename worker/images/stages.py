@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..config.variables import RESERVED_STAGE_NAMES, STAGE_NAME
+from ..config.parsers import RESERVED_STAGE_NAMES, STAGE_NAME
 from .config import ImageConfig
 from .convert import fit_short_side, output_format_for, to_output_mode, to_working_mode
 from .decode import check_pixels

@@ -96,6 +96,15 @@ def absorb(change: RowChange, update: StatusUpdate) -> None:
     """Fold one more update into ``change`` (the hot path: plain dict work, no per-field objects)."""
     rules = RULES[change.table]
     values, merges, fields = change.values, rules.merges, update.fields
+    if not values:  # the batch's first update of the row (the common case): nothing to combine with
+        values.update(fields)
+        values.pop(rules.key, None)
+        for name in rules.implicit:
+            if name not in fields:
+                values[name] = update.at
+        if rules.sticky is not None and fields.get(rules.sticky) in rules.terminal:
+            change.terminal = True
+        return
     older = _NOTHING
     if rules.generation is not None:
         generation, newest = fields.get(rules.generation, 0), values.get(rules.generation, 0)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,6 +37,7 @@ from .. import metrics
 from ..delivery.policy import retry_pause
 from ..errors import StreamGone
 from ..streams.client import REDIS_ERRORS
+from ..streams.groups import Message, id_order
 from ..streams.keys import Keys
 from ..streams.status_stream import StatusStream
 from .apply import IncompleteWrite, StatusStore
@@ -88,6 +89,8 @@ class StatusWriter:
         self._buffered_updates = 0
         self._oldest: float | None = None
         self._unacked: list[StatusEntry] = []
+        self._unread: deque[Message] = deque()  # read, not yet decoded (the buffer was full)
+        self._per_entry = flush_size  # updates per entry, as last seen: the first read takes one entry
         self.failures = 0  # consecutive failed turns (Redis or database unavailable)
         self.retries = 0  # failed turns since start
         self._claim_all = True  # first thing: take over what dead predecessors left pending
@@ -100,43 +103,61 @@ class StatusWriter:
         self.stream.ensure_group()
 
     def read(self, block: float) -> int:
-        """Read new entries (waiting up to ``block`` s for the first); returns how many arrived."""
-        room = min(self.flush_size - self._buffered_updates, READ_COUNT)  # an entry may carry many updates
-        if room <= 0:
-            return 0
-        try:
-            messages = self.stream.read(self.consumer, room, block)
-        except StreamGone:
-            self.ensure_group()  # the stream was deleted (ops reset): start over
-            return 0
-        except REDIS_ERRORS:
-            self._claim_all = True  # the server may have delivered entries we never saw
-            raise
-        return sum(self._accept(sid, fields) for sid, fields in messages)
+        """Read new entries until the buffer is full (waiting up to ``block`` s for the first); returns those taken.
+
+        Reads are sized by the updates an entry lately carried; entries beyond
+        ``flush_size`` updates wait undecoded (:meth:`_take`), nothing more read
+        meanwhile: memory holds one read's raw entries and one flush, whatever the backlog.
+        """
+        taken = self._take()
+        while not self._unread and self._buffered_updates < self.flush_size:
+            count = max(1, min(READ_COUNT, (self.flush_size - self._buffered_updates) // self._per_entry))
+            try:
+                messages = self.stream.read(self.consumer, count, block)
+            except StreamGone:
+                self.ensure_group()  # the stream was deleted (ops reset): start over
+                break
+            except REDIS_ERRORS:
+                self._claim_all = True  # the server may have delivered entries we never saw
+                raise
+            self._unread.extend(messages)
+            taken += self._take()
+            if len(messages) < count:  # nothing more waiting
+                break
+            block = 0.001  # only the first read waits
+        return taken
 
     def reclaim(self, min_idle: float) -> int:
         """Claim entries pending for ``min_idle`` s (any consumer, ourselves included) that we do not hold."""
-        held = set(self._buffer) | {entry.stream_id for entry in self._unacked}
-        claimed = sum(
-            self._accept(sid, fields) for sid, fields in self.stream.claim(self.consumer, min_idle) if sid not in held
-        )
+        held = set(self._buffer) | {entry.stream_id for entry in self._unacked} | {sid for sid, _ in self._unread}
+        claimed = [(sid, fields) for sid, fields in self.stream.claim(self.consumer, min_idle) if sid not in held]
         if claimed:
-            log.info("status writer %s claimed %d pending entries", self.consumer, claimed)
-        return claimed
+            self._unread = deque(sorted([*self._unread, *claimed], key=lambda message: id_order(message[0])))
+            log.info("status writer %s claimed %d pending entries", self.consumer, len(claimed))
+        return len(claimed)
 
     def forget_idle_consumers(self) -> None:
         """Remove other consumers that hold nothing and have been idle for ``claim_idle`` (tidy XINFO)."""
         self.stream.forget_idle_consumers(keep=self.consumer, idle=self.claim_idle)
 
-    def _accept(self, sid: str, fields: Any) -> int:
-        entry = decode_entry(sid, fields)
-        if entry.stream_id in self._buffer:
-            return 0
-        self._buffer[entry.stream_id] = entry
-        self._buffered_updates += max(1, len(entry.updates))
-        if self._oldest is None:
-            self._oldest = time.monotonic()
-        return 1
+    def _take(self) -> int:
+        """Decode unread entries into the buffer, in stream order, until it holds ``flush_size`` updates."""
+        taken, largest = 0, 1
+        while self._unread and self._buffered_updates < self.flush_size:
+            sid, fields = self._unread.popleft()
+            entry = decode_entry(sid, fields)
+            if entry.stream_id in self._buffer:
+                continue
+            self._buffer[entry.stream_id] = entry
+            size = max(1, len(entry.updates))
+            self._buffered_updates += size
+            largest = max(largest, size)
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            taken += 1
+        if taken:  # forget a big entry slowly, so reads after it stay small
+            self._per_entry = max(largest, self._per_entry // 2)
+        return taken
 
     @property
     def buffered(self) -> int:
@@ -148,6 +169,8 @@ class StatusWriter:
         """Whether the buffer should be flushed now (size reached or the oldest waited long enough)."""
         if not self._buffer:
             return False
+        if self._unread:  # the buffer filled up with entries still waiting
+            return True
         waited = time.monotonic() - (self._oldest or 0.0)
         return self._buffered_updates >= self.flush_size or waited >= self.flush_interval
 
@@ -198,7 +221,7 @@ class StatusWriter:
     def abandon(self) -> None:
         """Drop the buffer without acking (another writer took over; it claims the entries)."""
         self._buffer, self._buffered_updates, self._oldest = {}, 0, None
-        self._unacked = []
+        self._unacked, self._unread = [], deque()
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -254,7 +277,7 @@ class StatusWriter:
                     self.flush()
                 except TRANSIENT:
                     continue
-                if not self._buffer and not self._unacked:
+                if not self._buffer and not self._unacked and not self._unread:
                     return "idle"
 
     def _finish(self, attempts: int = 3) -> None:

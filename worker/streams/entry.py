@@ -30,7 +30,8 @@ RAW_FIELD_CHARS = 1024  # of each field of a malformed record, kept for the oper
 RAW_FIELDS = 32
 MAX_HISTORY = 10  # past generations an entry keeps (the newest); each replay is an operator's act
 HISTORY_TEXT_CHARS = 300  # of a past generation's reason and error
-DEAD_LETTER_FIELDS = ("reason", "status", "error", "dead_ms")  # what dead-lettering adds to the entry's fields
+DEAD_LETTER_FIELDS = ("reason", "status", "error", "dead_ms")
+COUNTERS = ("att", "t0", "tq", "gen")  # the integer fields, absent: 0  # what dead-lettering adds to the entry's fields
 
 
 @dataclass(frozen=True)
@@ -117,27 +118,29 @@ class Malformed:
 
 def decode(stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry | Malformed:
     """A stream entry's fields as a :class:`CallbackEntry`, or :class:`Malformed` saying why not. Never raises."""
-    try:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-    except (AttributeError, TypeError):
-        return Malformed(stream_id, "fields are not a mapping of strings", {})
-    except UnicodeError:
-        return Malformed(stream_id, "a field is not UTF-8 text", _printable(raw))
-    reason = _problem(fields)
-    if reason is not None:
-        return Malformed(stream_id, reason, _printable(fields))
-    task = fields.get("task")
+    fields = _all_text(raw)
+    if fields is None:  # not the leader's usual dict of str: check field by field
+        try:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+        except (AttributeError, TypeError):
+            return Malformed(stream_id, "fields are not a mapping of strings", {})
+        except UnicodeError:
+            return Malformed(stream_id, "a field is not UTF-8 text", _printable(raw))
+    checked = _checked(fields)
+    if isinstance(checked, str):
+        return Malformed(stream_id, checked, _printable(fields))
+    attempts, first_enqueued_ms, enqueued_ms, generation = checked
     return CallbackEntry(
-        callback_id=fields["cid"],
-        url=fields["url"],
-        body=fields["body"],
-        task_id=task,
-        attempts=int(fields.get("att", "0")),
-        first_enqueued_ms=int(fields.get("t0", "0")),
-        enqueued_ms=int(fields.get("tq", "0")),
-        stream_id=stream_id,
-        generation=int(fields.get("gen", "0")),
-        history=fields.get("hist"),
+        fields["cid"],
+        fields["url"],
+        fields["body"],
+        fields.get("task"),
+        attempts,
+        first_enqueued_ms,
+        enqueued_ms,
+        stream_id,
+        generation,
+        fields.get("hist"),
     )
 
 
@@ -225,7 +228,8 @@ def id_problem(value: str) -> str | None:
     return None
 
 
-def _problem(fields: dict[str, str]) -> str | None:
+def _checked(fields: dict[str, str]) -> tuple[int, int, int, int] | str:
+    """The counters ``att``, ``t0``, ``tq``, ``gen`` of valid fields (each parsed once), or what is wrong."""
     for name in ("cid", "url", "body"):
         if name not in fields:
             return f"no {name!r} field"
@@ -236,11 +240,30 @@ def _problem(fields: dict[str, str]) -> str | None:
     url = fields["url"]
     if len(url) > MAX_URL_CHARS or not url.startswith(("http://", "https://")) or not url.isprintable():
         return "'url' is not an http(s) URL of printable characters"
-    for name in ("att", "t0", "tq", "gen"):
+    counters = []
+    for name in COUNTERS:
         value = fields.get(name, "0")
-        if not (0 < len(value) <= 16 and value.isascii() and value.isdigit()) or int(value) > MAX_COUNTER:
+        if not (0 < len(value) <= 16 and value.isascii() and value.isdigit()) or (number := int(value)) > MAX_COUNTER:
             return f"{name!r} is not a non-negative integer"
-    return None
+        counters.append(number)
+    attempts, first_enqueued_ms, enqueued_ms, generation = counters
+    return attempts, first_enqueued_ms, enqueued_ms, generation
+
+
+def _all_text(raw: Any) -> dict[str, str] | None:
+    """``raw`` itself when it is a dict of UTF-8 ``str`` (what the leader's decoding client reads), else ``None``.
+
+    Two joins and one encode in C instead of a check per field: ``join`` refuses
+    anything but ``str``, and ``encode`` refuses lone surrogates (bytes that were
+    not UTF-8, decoded with ``surrogateescape``).
+    """
+    if type(raw) is not dict:
+        return None
+    try:
+        ("".join(raw) + "".join(raw.values())).encode()
+    except (TypeError, UnicodeError):
+        return None
+    return raw
 
 
 def _text(value: Any) -> str:
