@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from testkit.receiver import Receiver
 from worker.config.settings import Settings
@@ -28,6 +29,16 @@ from worker.streams.keys import Keys
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+# Fuzz tests: the same examples on every run (CI is deterministic), no example database, no deadline
+# (examples talk to real Redis and real processes), fixtures shared across the examples of one test.
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _redis_up() -> bool:
@@ -215,3 +226,16 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A redis-server of the test's own (append-only file, so a restart keeps the data), stopped after."""
+    from testkit.servers import PrivateRedis, redis_server
+
+    if redis_server() is None:
+        pytest.skip("redis-server is not on PATH")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

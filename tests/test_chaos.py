@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from conftest import WorkerProcess, settings_env, wait_until
 
 from testkit.chaos import Fault, assess, chaos_answers, consumer_pid, dead_letters, held_entries
 from testkit.receiver import Receiver
-from testkit.servers import PrivateRedis, redis_server
+from testkit.servers import PrivateRedis
 from worker.config.settings import Settings
 from worker.errors import EnqueueFailed
 from worker.producer import CallbackProducer
@@ -74,16 +73,6 @@ TRANSIT = 0.05  # seconds in which a request answered before a drop reaches the 
 # Faults by the batch they follow.
 FAULTS = {3: "kill", 6: "drop", 10: "kill", 14: "restart", 18: "kill", 22: "drop", 25: "kill"}
 DRAIN_TIMEOUT = 45.0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if redis_server() is None:
-        pytest.skip("redis-server is not on PATH")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Groups:

@@ -19,21 +19,14 @@ import uuid
 
 import pytest
 import redis
-from conftest import SECRET, settings_env
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import FUZZ, SECRET, settings_env
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from ops.__main__ import main, parser
 from worker.streams.entry import CallbackEntry
 from worker.streams.keys import Keys
 
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 SECRET_BODY = SECRET.removeprefix("whsec_")
 
 

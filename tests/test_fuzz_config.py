@@ -14,21 +14,14 @@ import json
 
 import pytest
 import redis
-from conftest import settings_env
-from hypothesis import HealthCheck, given, settings
+from conftest import FUZZ, settings_env
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ops.__main__ import main
 from worker.config.runtime import MAX_VERSION, RUNTIME_VARIABLES, RuntimeConfig, RuntimeFollower, Unreadable, parse
 from worker.config.settings import Settings
 
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 text = st.text(max_size=30)
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | text,

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from conftest import FUZZ
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from testkit.receiver import BackgroundServer
@@ -32,13 +33,6 @@ from worker.streams import status
 from worker.streams.entry import CallbackEntry
 from worker.streams.settlement import Settlement
 
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 MAX_RESPONSE = 4096  # CALLBACK_MAX_RESPONSE_BYTES: "oversized" is cheap to generate
 
 

@@ -17,21 +17,14 @@ import json
 
 import pytest
 import redis
-from conftest import recorded_updates
-from hypothesis import HealthCheck, given, settings
+from conftest import FUZZ, recorded_updates
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from image_fixtures import gif, jpeg, png_rgba
 
 from worker.streams.entry import CallbackEntry, decode
 from worker.tasks import InvalidTask, TaskRunner, parse_task
 
-FUZZ = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 MAX_BYTES = 8192  # IMAGE_MAX_BYTES: "too large" is reachable with small strings
 IMAGES = [base64.b64encode(data).decode() for data in (jpeg((12, 8)), png_rgba((9, 9)), gif((8, 8), frames=2))]
 

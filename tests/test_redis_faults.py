@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from conftest import wait_until
 
-from testkit.servers import PrivateRedis, redis_server
 from worker.producer import CallbackProducer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if redis_server() is None:
-        pytest.skip("redis-server is not on PATH")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_dropped_connections_are_reestablished_and_nothing_is_lost(

@@ -84,13 +84,8 @@ def _schedule(raw: str) -> tuple[float, ...]:
 
 
 def signing_key(secret: str) -> bytes:
-    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"must start with {SECRET_PREFIX!r}")
-    try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-    except ValueError as e:
-        raise ValueError("the part after 'whsec_' is not valid base64") from e
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64 of at least 24 bytes)."""
+    key = _prefixed_base64(secret, SECRET_PREFIX)
     if len(key) < 24:
         raise ValueError("key is shorter than 24 bytes")
     return key
@@ -98,15 +93,19 @@ def signing_key(secret: str) -> bytes:
 
 def ed25519_seed(secret: str) -> bytes:
     """The Ed25519 private key (32-byte seed) of a Standard Webhooks ``whsk_`` secret key (base64 of 32 or 64 bytes)."""
-    if not secret.startswith(ED25519_PREFIX):
-        raise ValueError(f"must start with {ED25519_PREFIX!r} (generate one: python -m ops keys generate)")
-    try:
-        key = base64.b64decode(secret[len(ED25519_PREFIX) :], validate=True)
-    except ValueError as e:
-        raise ValueError("the part after 'whsk_' is not valid base64") from e
+    key = _prefixed_base64(secret, ED25519_PREFIX, "generate one: python -m ops keys generate")
     if len(key) not in (32, 64):  # the seed, or seed + public key as some tools write it
         raise ValueError("an Ed25519 secret key is 32 bytes (or 64: seed and public key)")
     return key[:32]
+
+
+def _prefixed_base64(secret: str, prefix: str, hint: str = "") -> bytes:
+    if not secret.startswith(prefix):
+        raise ValueError(f"must start with {prefix!r}" + (f" ({hint})" if hint else ""))
+    try:
+        return base64.b64decode(secret[len(prefix) :], validate=True)
+    except ValueError as e:
+        raise ValueError(f"the part after {prefix!r} is not valid base64") from e
 
 
 def ed25519_secret(raw: str) -> str:

@@ -4,7 +4,8 @@
 - ``protocol``: operations are generators of commands and scripts (sans-IO); a sync and an async
   driver run them, and turn Redis error replies into the project's errors (``StreamGone``, ``LeaseLost``);
 - ``groups``: consumer-group operations of any stream (create, read, the XAUTOCLAIM loop, pending);
-- ``queue``: the callback queue's operations (each KEYS list once); ``stream``: its two fronts,
+- ``queue``: the callback queue's operations (each KEYS list once); ``snapshot``: its sizes and ages
+  for metrics and ``ops status``; ``stream``: its two fronts,
   ``CallbackStream`` (the leader's, async) and ``SyncCallbackStream`` (ops');
 - ``status_stream``: the status writer's stream; ``status``: the status-update codec (encode, decode);
 - ``entry``: the callback entry codec (a record that is not a callback decodes to ``Malformed``);

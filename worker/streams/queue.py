@@ -15,19 +15,14 @@ from dataclasses import dataclass, field
 from .client import text, texts
 from .entry import CallbackEntry, Malformed, decode, decode_member, replayed
 from .groups import (
-    ConsumerInfo,
     Fence,
-    GroupInfo,
     Message,
     Pending,
     claim,
     claim_each,
     create_group,
     deliveries,
-    find_consumers,
-    find_group,
     forget_consumer,
-    id_order,
     pending,
     read_group,
 )
@@ -58,41 +53,11 @@ class Reclaimed:
 
 
 @dataclass(frozen=True)
-class QueueSnapshot:
-    """Sizes and ages of one queue at one moment (for metrics and status)."""
-
-    length: int
-    pending: int
-    lag: int
-    oldest_age: float
-    delayed: int
-    dead: int
-
-
-@dataclass(frozen=True)
 class HandedBack:
     """What handing idle pending entries back did: re-added at the stream's tail, or dead-lettered as poison."""
 
     handed_back: int = 0
     dead_lettered: int = 0
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """Everything ``ops status`` shows of one queue, read at ``now_ms`` (Redis clock); raw, not yet judged."""
-
-    now_ms: int
-    length: int
-    oldest_ms: int | None  # when the oldest stream entry was added
-    delayed: int
-    next_due_ms: float | None  # due time of the first delayed entry
-    dead: int
-    lease_held: bool
-    lease_ttl_ms: int  # PTTL: -2 no lease, -1 no expiry
-    lease_info: dict[str, str]
-    stats: dict[str, str]
-    group: GroupInfo | None
-    consumers: list[ConsumerInfo] = field(default_factory=list)
 
 
 def now_ms() -> Operation[int]:
@@ -162,69 +127,6 @@ def hand_back(
     yield from claim_each(keys.stream, GROUP, consumer, min_idle, settle_page, count=count)
     yield from forget_consumer(keys.stream, GROUP, consumer)
     return HandedBack(handed, dead)
-
-
-def snapshot(keys: Keys) -> Operation[QueueSnapshot]:
-    """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: one round trip."""
-    length, groups, first, delayed, dead, (sec, usec) = yield Batch(
-        (
-            Command("xlen", (keys.stream,)),
-            Command("xinfo_groups", (keys.stream,)),
-            Command("xrange", (keys.stream,), {"count": 1}),
-            Command("zcard", (keys.delayed,)),
-            Command("xlen", (keys.dead,)),
-            Command("time"),
-        ),
-        raise_on_error=False,
-    )
-    group = find_group(groups, GROUP)
-    now = int(sec) * 1000 + int(usec) // 1000
-    oldest = (now - id_order(text(first[0][0]))[0]) / 1000 if first else 0.0
-    return QueueSnapshot(
-        length=int(length) if isinstance(length, int) else 0,
-        pending=group.pending if group else 0,
-        lag=(group.lag or 0) if group else 0,
-        oldest_age=max(0.0, oldest),
-        delayed=int(delayed),
-        dead=int(dead),
-    )
-
-
-def state(keys: Keys) -> Operation[QueueState]:
-    """The queue, the delayed set, the dead letters, the leader lease, the counters, the group: two round trips."""
-    (sec, usec), length, first, delayed, head, dead, held, ttl, info, stats = yield Batch(
-        (
-            Command("time"),
-            Command("xlen", (keys.stream,)),
-            Command("xrange", (keys.stream,), {"count": 1}),
-            Command("zcard", (keys.delayed,)),
-            Command("zrange", (keys.delayed, 0, 0), {"withscores": True}),
-            Command("xlen", (keys.dead,)),
-            Command("exists", (keys.lease,)),
-            Command("pttl", (keys.lease,)),
-            Command("hgetall", (keys.lease_info,)),
-            Command("hgetall", (keys.stats,)),
-        )
-    )
-    groups, rows = yield Batch(  # errors mean "no stream or group yet"
-        (Command("xinfo_groups", (keys.stream,)), Command("xinfo_consumers", (keys.stream, GROUP))),
-        raise_on_error=False,
-    )
-    group = find_group(groups, GROUP)
-    return QueueState(
-        now_ms=int(sec) * 1000 + int(usec) // 1000,
-        length=int(length),
-        oldest_ms=id_order(text(first[0][0]))[0] if first else None,
-        delayed=int(delayed),
-        next_due_ms=float(head[0][1]) if head else None,
-        dead=int(dead),
-        lease_held=bool(held),
-        lease_ttl_ms=int(ttl),
-        lease_info=texts(info),
-        stats=texts(stats),
-        group=group,
-        consumers=find_consumers(rows) if group else [],
-    )
 
 
 def settle(keys: Keys, settlement: Settlement) -> Operation[int]:

@@ -10,12 +10,13 @@ from collections.abc import Iterator, Sequence
 import redis
 import redis.asyncio as aioredis
 
-from . import groups, queue
+from . import groups, queue, snapshot
 from .groups import ConsumerInfo, GroupInfo, Pending
 from .keys import GROUP, Keys
 from .protocol import AsyncDriver, SyncDriver
-from .queue import HandedBack, PoisonRule, QueueSnapshot, QueueState, Received, Reclaimed
+from .queue import HandedBack, PoisonRule, Received, Reclaimed
 from .settlement import Settlement
+from .snapshot import QueueSnapshot, QueueState
 
 
 class CallbackStream:
@@ -47,7 +48,7 @@ class CallbackStream:
 
     async def snapshot(self) -> QueueSnapshot:
         """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: one round trip."""
-        return await self._driver.run(queue.snapshot(self.keys))
+        return await self._driver.run(snapshot.snapshot(self.keys))
 
     async def settle(self, settlement: Settlement) -> int:
         """Apply collected outcomes in one round trip; returns how many were still pending."""
@@ -75,7 +76,7 @@ class SyncCallbackStream:
 
     def state(self) -> QueueState:
         """Everything ``ops status`` shows of the queue, but the status writer."""
-        return self._driver.run(queue.state(self.keys))
+        return self._driver.run(snapshot.state(self.keys))
 
     def group(self) -> GroupInfo | None:
         """The consumer group; ``None`` before the first leader created it."""
