@@ -36,9 +36,10 @@ class PrivateRedis:
     and :meth:`start` (the port stays the same, so clients reconnect to the same URL).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.port = free_port()
         self.directory = directory
+        self.extra = extra  # more redis-server options, e.g. --cluster-enabled yes
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +53,7 @@ class PrivateRedis:
         if server is None:
             raise FileNotFoundError("redis-server is not on PATH")
         args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         try:

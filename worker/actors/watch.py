@@ -25,6 +25,7 @@ from ..streams.keys import LeaseKeys
 log = logging.getLogger(__name__)
 
 LEADER_ACTOR = "lead_callbacks"
+MIN_THREADS = 3  # the leader's, the status writer's, and one for image tasks
 FOREVER_MS = 10 * 365 * 24 * 3600 * 1000  # a lease holder runs until shutdown: the TimeLimit middleware must not cut it
 
 
@@ -51,6 +52,13 @@ class LeaseWatch(Middleware):
         self.leases.append(WatchedLease(actor, lease, election_key))
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        if worker.worker_threads < MIN_THREADS:
+            log.warning(
+                "this worker process has %d threads: the leader and the status writer each hold one while they "
+                "run, so image tasks may wait; start dramatiq with --threads %d or more",
+                worker.worker_threads,
+                MIN_THREADS,
+            )
         self.stopping.clear()
         self._thread = threading.Thread(target=self._watch, args=(broker,), name="lease-watch", daemon=True)
         self._thread.start()

@@ -55,6 +55,18 @@ def async_client(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
 
 
+def is_cluster_node(url: str) -> bool | None:
+    """Whether ``url`` names a node of a Redis Cluster (``INFO cluster``); ``None`` when Redis does not answer."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
+    try:
+        info: Any = client.info("cluster")
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
 def text(value: Any) -> str:
     """A Redis reply value as ``str`` (clients without ``decode_responses`` answer bytes; not UTF-8: U+FFFD)."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
