@@ -82,3 +82,18 @@ def updates(draw: st.DrawFn, prefix: str = "") -> StatusUpdate:
     if rules.sticky is not None and draw(st.booleans()):  # make terminal states common
         fields[rules.sticky] = draw(st.sampled_from(sorted(rules.terminal)))
     return StatusUpdate(table, key, draw(st.integers(0, MAX_MS)), fields)
+
+
+def prefixed(update: StatusUpdate, prefix: str) -> StatusUpdate:
+    """``update`` under keys of its own (``prefix`` before the key and an attempt's callback id)."""
+    fields = dict(update.fields)
+    if update.table == "callback_attempts" and "callback_id" in fields:
+        fields["callback_id"] = prefix + fields["callback_id"]
+    return StatusUpdate(update.table, prefix + update.key, update.at, fields)
+
+
+def assert_rows_are(engine: Engine, prefix: str, want: dict[tuple[str, str], Any]) -> None:
+    """The rows under ``prefix`` are exactly ``want`` (``{(table, key): row}``, as ``one_by_one`` folds them)."""
+    for table in RULES:
+        got = {key: row for key, row in rows(engine, table).items() if key.startswith(prefix)}
+        assert got == {key: row for (t, key), row in want.items() if t == table}

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_burst, settings_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_helpers import rows
+from storage_helpers import assert_rows_are, prefixed
 from test_storage_merge import GENERATIONAL, one_by_one
 from test_storage_writer import database_rows, make_writer
 
@@ -26,7 +26,6 @@ from worker.storage.engine import make_engine
 from worker.streams import entry as entries
 from worker.streams import status
 from worker.streams.entry import CallbackEntry, Malformed
-from worker.streams.status import StatusUpdate
 
 pytest_plugins = ("storage_fixtures",)  # fixtures: real databases
 
@@ -146,7 +145,7 @@ def test_ops_inspect_prints_the_history(failing_twice, client, redis_url, monkey
 @given(before=GENERATIONAL, batch=GENERATIONAL, cuts=st.lists(st.integers(0, 40), max_size=3))
 def test_the_sql_applies_exactly_the_generation_rules(db_url, before, batch, cuts):
     prefix = f"g{next(_prefixes)}-"
-    before, batch = ([_prefixed(update, prefix) for update in updates] for updates in (before, batch))
+    before, batch = ([prefixed(update, prefix) for update in updates] for updates in (before, batch))
     bounds = [0, *sorted(c for c in cuts if c <= len(batch)), len(batch)]
     engine = make_engine(db_url)
     store = StatusStore(engine)
@@ -155,19 +154,10 @@ def test_the_sql_applies_exactly_the_generation_rules(db_url, before, batch, cut
         for a, b in itertools.pairwise(bounds):
             store.apply(merge.merge(batch[a:b]))
         want = one_by_one({}, [*before, *batch])
-        for table in merge.RULES:
-            got = {key: row for key, row in rows(engine, table).items() if key.startswith(prefix)}
-            assert got == {key: row for (t, key), row in want.items() if t == table}
+        assert_rows_are(engine, prefix, want)
     finally:
         store.close()
         engine.dispose()
-
-
-def _prefixed(update: StatusUpdate, prefix: str) -> StatusUpdate:
-    fields = dict(update.fields)
-    if update.table == "callback_attempts" and "callback_id" in fields:
-        fields["callback_id"] = prefix + fields["callback_id"]
-    return StatusUpdate(update.table, prefix + update.key, update.at, fields)
 
 
 # -- the entry codec: the generation and the history travel with the callback -------------------------------
