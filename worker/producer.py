@@ -95,16 +95,16 @@ class CallbackProducer:
 
     def enqueue_many(self, requests: Iterable[CallbackRequest | tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
         """Enqueue many callbacks in one round trip; all or none. Returns their ids in order."""
-        now_ms = int(time.time() * 1000)
+        now = status.now_ms()
         entries = []
         for index, raw in enumerate(requests):
             try:
-                entries.append(self.entry(_request(raw), now_ms))
+                entries.append(self.entry(_request(raw), now))
             except InvalidCallback as e:
                 raise type(e)(f"callback #{index}: {e}") from e
         if not entries:
             return []
-        args: list[str | int] = [status.encode_queued(((e.callback_id, e.url, e.task_id) for e in entries), now_ms)]
+        args: list[str | int] = [status.encode_queued(((e.callback_id, e.url, e.task_id) for e in entries), now)]
         for entry in entries:
             fields = entry.fields()
             args.append(len(fields))

@@ -28,14 +28,13 @@ from sqlalchemy import Engine, select
 from . import metrics
 from .config.runtime import RuntimeFollower
 from .config.settings import Settings
-from .engine.attempt import now_ms
 from .engine.immediate import ImmediateResult, deliver_now
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
 from .producer import CallbackProducer, encode_payload
 from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
-from .streams.status import StatusUpdate, record_status
+from .streams.status import StatusUpdate, now_ms, record_status
 
 log = logging.getLogger(__name__)
 

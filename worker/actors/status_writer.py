@@ -25,6 +25,7 @@ from ..storage.service import run_status_writer
 from ..streams.client import sync_client
 from ..streams.keys import Keys
 from ..streams.lease import holder_of, parse_holder
+from ..streams.status import now_ms
 from .broker import queue_name
 from .watch import FOREVER_MS, LeaseWatch
 
@@ -63,9 +64,9 @@ class Placement:
             leader = parse_holder(holder_of(self._client, self._keys.leader_lease))
             if leader is None or not leader.here:
                 return False
-            now_ms = int(time.time() * 1000)
+            now = now_ms()
             heartbeats = f"{self._keys.dramatiq_namespace}:__heartbeats__"  # Dramatiq's: one member per process
-            return int(self._client.zcount(heartbeats, now_ms - LIVE_WITHIN_MS, "+inf")) > 1
+            return int(self._client.zcount(heartbeats, now - LIVE_WITHIN_MS, "+inf")) > 1
         except redis.RedisError:
             return False
 

@@ -34,11 +34,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 500  # of the error text kept in the callbacks row
 
 
-def now_ms() -> int:
-    """The wall clock in epoch milliseconds, the unit of every status update's times."""
-    return int(time.time() * 1000)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """An attempt judged: the ``entry`` as it was sent, its ``result``, the ``decision`` and when (``at``, ms)."""

@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 
 from ..config.settings import Settings
 from ..errors import LeaseLost
+from ..streams.status import now_ms
 from ..streams.stream import CallbackStream, QueueSnapshot
-from .attempt import now_ms
 from .backoff import back_off
 from .hosts import HostQueues
 from .intake import Intake

@@ -32,8 +32,8 @@ from ..storage.merge import merge
 from ..streams import status
 from ..streams.entry import CallbackEntry
 from ..streams.keys import Keys
-from ..streams.status import StatusUpdate
-from .attempt import judge, now_ms, sending
+from ..streams.status import StatusUpdate, now_ms
+from .attempt import judge, sending
 
 log = logging.getLogger(__name__)
 

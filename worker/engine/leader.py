@@ -39,6 +39,7 @@ from ..streams.entry import CallbackEntry
 from ..streams.keys import Keys
 from ..streams.lease import AsyncLease, lapsed
 from ..streams.pace import Pace
+from ..streams.status import now_ms
 from ..streams.stream import CallbackStream
 from . import attempt
 from .backoff import back_off
@@ -217,7 +218,7 @@ class Leader:
     async def _deliver(self, entry: CallbackEntry) -> None:
         try:
             self.observer.sending(entry)
-            self.settler.sending(attempt.sending(entry, attempt.now_ms()))
+            self.settler.sending(attempt.sending(entry, now_ms()))
             result = await self.sender.send(entry)
             outcome = attempt.judge(self.settings, entry, result)
             self.settler.attempted(outcome)

@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 
 from ..streams.entry import CallbackEntry, Malformed
 from ..streams.settlement import Settlement
-from ..streams.status import StatusUpdate
+from ..streams.status import StatusUpdate, now_ms
 from ..streams.stream import CallbackStream
-from .attempt import Outcome, now_ms, record_outcome, record_poison
+from .attempt import Outcome, record_outcome, record_poison
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ never replayed, the producer's compact form included, are what they always were.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -57,6 +58,11 @@ MALFORMED = (
     RecursionError,
     OverflowError,  # an integer too large for a float column
 )  # what decoding (or a check) raises on a bad item
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds, the unit of every status update's times."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
