@@ -52,12 +52,13 @@ class Housekeeper:
         self.observer = observer
         self.burst = burst
         self.idle = False  # burst mode: the queue was found idle, the leader may stop
+        self.fenced = False  # a reclaim was refused: the lease is another leader's, passes are over
         self._lose = lose
 
     async def run(self, consumer: str, fence: Callable[[], tuple[str, int]]) -> None:
-        """Pass after pass as ``consumer`` under the lease's ``fence`` (token, epoch), until cancelled."""
+        """Pass after pass as ``consumer`` under the lease's ``fence`` (token, epoch), until cancelled or fenced off."""
         failures = 0
-        while True:
+        while not self.fenced:
             try:
                 idle = await self.sweep(consumer, fence())
                 failures = 0
@@ -92,6 +93,7 @@ class Housekeeper:
         try:
             reclaimed = await self.stream.reclaim(consumer, settings.claim_idle, fence=fence)
         except LeaseLost as e:
+            self.fenced = True
             self._lose(str(e))
             return
         self.intake.set_aside(reclaimed.malformed)
