@@ -17,11 +17,34 @@ import redis
 START_TIMEOUT = 10.0  # seconds a fresh redis-server may take to answer PING
 
 
+CLUSTER_BUS_OFFSET = 10000  # a Redis Cluster node also listens on its port + 10000 (the cluster bus)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too, so both fit below 65536."""
+    for _ in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            port -= CLUSTER_BUS_OFFSET + 1024 * (port % 7)  # the ephemeral range is high: fold it down
+        if port > 1024 and _free(port) and _free(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node (port and port + 10000)")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def redis_server() -> str | None:
@@ -37,7 +60,7 @@ class PrivateRedis:
     """
 
     def __init__(self, directory: Path, *extra: str) -> None:
-        self.port = free_port()
+        self.port = free_cluster_port() if "--cluster-enabled" in extra else free_port()
         self.directory = directory
         self.extra = extra  # more redis-server options, e.g. --cluster-enabled yes
         self.proc: subprocess.Popen[bytes] | None = None

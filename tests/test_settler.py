@@ -78,3 +78,26 @@ def test_a_sending_update_kept_by_a_failed_write_is_still_dropped_when_its_attem
     run(redis_url, keys, settings.batch_size, ["msg_late"], scenario)
     assert [u.fields.get("status") for u in recorded_updates(rclient, keys) if u.table == "callbacks"] == ["retrying"]
     assert rclient.zcard(keys.delayed) == 1
+
+
+def test_the_settle_loop_ends_when_cancelled_just_as_a_full_batch_wakes_it(make_settings, redis_url, keys, rclient):
+    # Python 3.11's asyncio.wait_for swallows a cancellation that arrives as its awaitable completes: the
+    # settle loop then ran on, and a leader stepping down (which cancels it) waited forever.
+    settings = make_settings()
+    ended: list[bool] = []
+
+    async def scenario(settler: Settler, stream: CallbackStream, entries: list[CallbackEntry]) -> None:
+        settler.stream = stream
+        for ticks in range(4):  # the batch fills 0-3 event-loop ticks before the cancellation
+            loop = asyncio.create_task(settler.run())
+            await asyncio.sleep(0.02)  # the loop gathers, waiting for the batch to fill
+            settler.batch_size = 1
+            settler.attempted(attempt.judge(settings, entries[ticks], DELIVERED))
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            loop.cancel()
+            finished, _ = await asyncio.wait({loop}, timeout=2)
+            ended.append(bool(finished))
+
+    run(redis_url, keys, settings.batch_size, [f"msg_{n}" for n in range(4)], scenario)
+    assert ended == [True, True, True, True]

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 
 from ..errors import SettingsError, WorkerError
 from ..redact import printable
+from ..streams.client import cancellable
 from ..streams.keys import Keys
 from ..streams.scripts import source
 from .settings import Settings
@@ -255,7 +256,7 @@ class RuntimeFollower:
     async def poll_async(self, client: aioredis.Redis) -> Settings | None:
         """Read the configuration (asyncio client) and :meth:`follow` it."""
         try:
-            raw = await client.get(self._key)
+            raw = await cancellable(client.get(self._key))
         except (redis.RedisError, OSError, UnicodeError) as e:
             self._not_read(e)
             return None

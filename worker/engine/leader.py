@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 STOP_POLL = 0.05
 LATE_SLOT = 0.005  # a start slot missed by more than this (and one interval) lapses unused
 CONFIG_POLL = 0.25  # seconds between looks at the run-time configuration's version
+STEP_DOWN_GRACE = 5.0  # seconds the leader's cancelled tasks get to end
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,18 @@ class Leader:
         return LeaderExit(reason, self.lease.epoch, self.delivered)
 
     async def _step_down(self, workers: list[asyncio.Task[None]]) -> None:
-        # Intake returns within one block period; the others only wait on events.
+        # Intake returns within one block period; the others only wait on events and are cancelled.
+        # Every wait is bounded: a task that ignored its cancellation must not keep the process alive.
         for task in workers[1:]:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RedisError, asyncio.TimeoutError):
-            await asyncio.wait_for(workers[0], timeout=self.settings.max_delay + 3)
-        for task in workers[1:]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.wait(workers[:1], timeout=self.settings.max_delay + 3)
+        workers[0].cancel()
+        _, stuck = await asyncio.wait(workers, timeout=STEP_DOWN_GRACE)
+        for task in stuck:
+            log.error("leader task %s did not end when cancelled; stepping down without it", task.get_name())
+        for task in workers:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failure was already raised by run(), or ends with the term
         if self._deliveries:
             await asyncio.wait(set(self._deliveries), timeout=self.settings.timeout + 1)
         for entry in self.queues.drain():

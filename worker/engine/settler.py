@@ -97,8 +97,11 @@ class Settler:
             if self.empty:  # idle: sleep until something is collected, not every few ms
                 self._pending.clear()
                 await self._pending.wait()
-            with contextlib.suppress(asyncio.TimeoutError):  # gather for a moment, unless the batch is full
-                await asyncio.wait_for(self._now.wait(), timeout=SETTLE_EVERY)
+            # Gather for a moment, unless the batch is full. Not asyncio.wait_for: on Python 3.11 it swallows
+            # a cancellation that arrives as the event is set, and a leader stepping down waited forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_EVERY):
+                    await self._now.wait()
             self._now.clear()
             await self.flush(retries=0)
 

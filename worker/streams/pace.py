@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from .client import cancellable
 from .scripts import source
 
 MICRO = 1_000_000
@@ -55,5 +56,6 @@ class Pace:
 
     async def reserve(self, want: int, horizon: float) -> Reservation:
         """Reserve up to ``want`` slots whose first starts within ``horizon`` seconds."""
-        granted, offset_us = await self._script(keys=[self._key], args=[self._interval_us, want, int(horizon * MICRO)])
+        call = self._script(keys=[self._key], args=[self._interval_us, want, int(horizon * MICRO)])
+        granted, offset_us = await cancellable(call)
         return Reservation(int(granted), int(offset_us) / MICRO, self._interval_us / MICRO)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from ..errors import LeaseLost, StreamGone
+from .client import cancellable
 from .scripts import source
 
 T = TypeVar("T")
@@ -158,7 +159,7 @@ class AsyncDriver(_Driver):
 
     async def _execute(self, call: Call) -> Any:
         if isinstance(call, Command):
-            return await getattr(self.client, call.method)(*call.args, **call.options)
+            return await cancellable(getattr(self.client, call.method)(*call.args, **call.options))
         if isinstance(call, Script):
-            return await self._script(call.name)(keys=list(call.keys), args=list(call.args))
-        return await self._pipeline(call).execute(raise_on_error=call.raise_on_error)
+            return await cancellable(self._script(call.name)(keys=list(call.keys), args=list(call.args)))
+        return await cancellable(self._pipeline(call).execute(raise_on_error=call.raise_on_error))
