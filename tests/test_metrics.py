@@ -55,11 +55,12 @@ def test_counters_and_gauges_move_as_callbacks_are_delivered(
     assert value(samples, "cbw_callbacks_dead_total", reason="final", **ns) == 1
     assert value(samples, "cbw_delivery_duration_seconds_count", **ns) == 31
     assert value(samples, "cbw_delivery_latency_seconds_count", **ns) == 30
-    assert wait_until(lambda: value(scrape(port), "cbw_dead_letters", **ns) == 1, 10)
+    shard = {**ns, "shard": "0"}  # queue gauges are per shard
+    assert wait_until(lambda: value(scrape(port), "cbw_dead_letters", **shard) == 1, 10)
     samples = scrape(port)
-    assert value(samples, "cbw_leader", **ns) == 1
-    assert value(samples, "cbw_leader_epoch", **ns) == 1
-    assert value(samples, "cbw_stream_length", **ns) == 0
+    assert value(samples, "cbw_leader", **shard) == 1
+    assert value(samples, "cbw_leader_epoch", **shard) == 1
+    assert value(samples, "cbw_stream_length", **shard) == 0
     # Dramatiq's own metrics: the leader's message is running for as long as it leads.
     assert value(samples, "cbw_dramatiq_messages_in_progress", queue_name="leader", actor_name="lead_callbacks") == 1
     assert not any("url" in dict(labels) or "host" in dict(labels) for _, labels in samples)

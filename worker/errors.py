@@ -40,7 +40,16 @@ class BlockedAddress(WorkerError):
 
 
 class EnqueueFailed(WorkerError):
-    """Redis did not accept the callback; nothing was enqueued."""
+    """Redis did not accept the callbacks.
+
+    With one shard nothing was enqueued. A batch spread over several shards is
+    written shard by shard, each all or none: ``enqueued`` lists the ids of the
+    shards written before the failure (already queued; do not enqueue them again).
+    """
+
+    def __init__(self, message: str, enqueued: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.enqueued = enqueued
 
 
 class LeaseLost(WorkerError):

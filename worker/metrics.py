@@ -60,8 +60,8 @@ IMAGE_FAILURES = Counter(
 
 
 def _queue_gauge(name: str, documentation: str) -> Gauge:
-    # Set by whichever process leads; the most recent live value wins.
-    return Gauge(name, documentation, ["namespace"], multiprocess_mode="livemostrecent")
+    # Per shard, set by whichever process leads it; the most recent live value wins. Sum over shards.
+    return Gauge(name, documentation, ["namespace", "shard"], multiprocess_mode="livemostrecent")
 
 
 STREAM_LENGTH = _queue_gauge("cbw_stream_length", "Callbacks in the stream (waiting or in flight).")
@@ -71,11 +71,14 @@ OLDEST_AGE = _queue_gauge("cbw_oldest_entry_age_seconds", "Age of the oldest ent
 DELAYED = _queue_gauge("cbw_delayed_retries", "Callbacks waiting in the delayed set.")
 DEAD_LETTERS = _queue_gauge("cbw_dead_letters", "Entries in the dead-letter stream.")
 EPOCH = _queue_gauge("cbw_leader_epoch", "Fencing epoch of the current leader.")
-# Summed over live processes: exactly 1 when all is well.
-LEADER = Gauge("cbw_leader", "Processes leading the namespace.", ["namespace"], multiprocess_mode="livesum")
-IN_FLIGHT = Gauge("cbw_in_flight", "Deliveries in flight.", ["namespace"], multiprocess_mode="livesum")
+# Summed over live processes: exactly 1 per shard when all is well.
+LEADER = Gauge("cbw_leader", "Processes leading the shard.", ["namespace", "shard"], multiprocess_mode="livesum")
+IN_FLIGHT = Gauge("cbw_in_flight", "Deliveries in flight.", ["namespace", "shard"], multiprocess_mode="livesum")
 SATURATED = Gauge(
-    "cbw_hosts_saturated", "Hosts with every delivery slot in use.", ["namespace"], multiprocess_mode="livesum"
+    "cbw_hosts_saturated",
+    "Hosts with every delivery slot in use.",
+    ["namespace", "shard"],
+    multiprocess_mode="livesum",
 )
 
 
@@ -92,8 +95,9 @@ def dead_reason_kind(reason: str) -> str:
 class DeliveryMetrics(DeliveryObserver):
     """Feeds the Prometheus metrics from the leader's events."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, shard: int = 0) -> None:
         self.namespace = namespace
+        self.shard = str(shard)
         # Label lookups take a lock and hash the labels: bind the children once.
         self._delivered = DELIVERED.labels(namespace)
         self._retried = RETRIED.labels(namespace)
@@ -118,11 +122,11 @@ class DeliveryMetrics(DeliveryObserver):
             DEAD.labels(self.namespace, dead_reason_kind(decision.reason)).inc()
 
     def leading(self, namespace: str, epoch: int, leads: bool) -> None:
-        LEADER.labels(namespace).set(1 if leads else 0)
-        EPOCH.labels(namespace).set(epoch)
+        LEADER.labels(namespace, self.shard).set(1 if leads else 0)
+        EPOCH.labels(namespace, self.shard).set(epoch)
         if not leads:
-            IN_FLIGHT.labels(namespace).set(0)
-            SATURATED.labels(namespace).set(0)
+            IN_FLIGHT.labels(namespace, self.shard).set(0)
+            SATURATED.labels(namespace, self.shard).set(0)
 
     def waited_for_pace(self, seconds: float) -> None:
         PACE_WAIT.labels(self.namespace).inc(seconds)
@@ -134,12 +138,12 @@ class DeliveryMetrics(DeliveryObserver):
         DEAD.labels(self.namespace, "malformed").inc(count)
 
     def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
-        ns = self.namespace
-        STREAM_LENGTH.labels(ns).set(snapshot.length)
-        PENDING.labels(ns).set(snapshot.pending)
-        LAG.labels(ns).set(snapshot.lag)
-        OLDEST_AGE.labels(ns).set(snapshot.oldest_age)
-        DELAYED.labels(ns).set(snapshot.delayed)
-        DEAD_LETTERS.labels(ns).set(snapshot.dead)
-        IN_FLIGHT.labels(ns).set(in_flight)
-        SATURATED.labels(ns).set(saturated_hosts)
+        shard = (self.namespace, self.shard)
+        STREAM_LENGTH.labels(*shard).set(snapshot.length)
+        PENDING.labels(*shard).set(snapshot.pending)
+        LAG.labels(*shard).set(snapshot.lag)
+        OLDEST_AGE.labels(*shard).set(snapshot.oldest_age)
+        DELAYED.labels(*shard).set(snapshot.delayed)
+        DEAD_LETTERS.labels(*shard).set(snapshot.dead)
+        IN_FLIGHT.labels(*shard).set(in_flight)
+        SATURATED.labels(*shard).set(saturated_hosts)

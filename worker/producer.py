@@ -1,4 +1,4 @@
-"""The producer API: validate callbacks and add them to the stream in one round trip."""
+"""The producer API: validate callbacks and add them to their shard's stream, one round trip per shard."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from .streams import status
 from .streams.client import sync_client
 from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
+from .streams.protocol import SyncDriver
 from .streams.scripts import source
+from .streams.shards import record_count, shard_of
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ class CallbackProducer:
     """Adds callbacks to one queue's stream.
 
     Every callback is validated before anything is sent; a batch goes in one
-    script call (``enqueue.lua``), so either all of it is enqueued or none.
+    script call (``enqueue.lua``) per shard it touches, each all or none (with
+    one shard, the default, the whole batch is enqueued or none of it).
     """
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
@@ -77,6 +80,8 @@ class CallbackProducer:
         self._keys = Keys(settings.namespace, settings.queue)
         self._client = client or sync_client(settings.redis_url)
         self._enqueue = self._client.register_script(source("enqueue"))
+        self._driver = SyncDriver(self._client)
+        self._recorded = False  # the shard count in use is noted in Redis with the first write
 
     def entry(self, request: CallbackRequest, now_ms: int) -> CallbackEntry:
         """Validate one request and build its stream entry (no I/O)."""
@@ -94,7 +99,11 @@ class CallbackProducer:
         return self.enqueue_many([CallbackRequest(url, payload, task_id)])[0]
 
     def enqueue_many(self, requests: Iterable[CallbackRequest | tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
-        """Enqueue many callbacks in one round trip; all or none. Returns their ids in order."""
+        """Enqueue many callbacks, one round trip per shard; returns their ids in order.
+
+        Invalid input raises before anything is sent. A Redis failure raises
+        :class:`EnqueueFailed`, whose ``enqueued`` names what earlier shards took.
+        """
         now = status.now_ms()
         entries = []
         for index, raw in enumerate(requests):
@@ -104,24 +113,45 @@ class CallbackProducer:
                 raise type(e)(f"callback #{index}: {e}") from e
         if not entries:
             return []
-        args: list[str | int] = [status.encode_queued(((e.callback_id, e.url, e.task_id) for e in entries), now)]
-        for entry in entries:
-            fields = entry.fields()
-            args.append(len(fields))
-            for key, value in fields.items():
-                args += (key, value)
-        try:
-            self._enqueue(keys=[self._keys.stream, self._keys.status_updates], args=args)
-        except redis.RedisError as e:
-            raise EnqueueFailed(
-                f"Redis at {redact.url(self._settings.redis_url)} did not take the callbacks: {e}"
-            ) from e
+        enqueued: list[str] = []
+        for shard, group in self._by_shard(entries).items():
+            try:
+                self._write(self._keys.of_shard(shard), group, now)
+            except redis.RedisError as e:
+                where = f" (shard {shard}; {len(enqueued)} callbacks of other shards were enqueued)" if enqueued else ""
+                raise EnqueueFailed(
+                    f"Redis at {redact.url(self._settings.redis_url)} did not take the callbacks{where}: {e}",
+                    tuple(enqueued),
+                ) from e
+            enqueued += (entry.callback_id for entry in group)
         # Imported here, not at the top: a Dramatiq worker must point prometheus_client at its
         # multi-process directory before the first import, and importing `worker` imports this module.
         from .metrics import ENQUEUED
 
         ENQUEUED.labels(self._settings.namespace).inc(len(entries))
         return [entry.callback_id for entry in entries]
+
+    def _by_shard(self, entries: list[CallbackEntry]) -> dict[int, list[CallbackEntry]]:
+        shards = self._settings.shards
+        if shards == 1:
+            return {0: entries}
+        groups: dict[int, list[CallbackEntry]] = {}
+        for entry in entries:
+            groups.setdefault(shard_of(entry.url, shards), []).append(entry)
+        return groups
+
+    def _write(self, keys: Keys, entries: list[CallbackEntry], now: int) -> None:
+        # One shard's entries and their "queued" status item, in one script call: all or none.
+        if not self._recorded and self._settings.shards > 1:  # one shard is the implicit least: nothing to note
+            self._driver.run(record_count(keys, self._settings.shards))
+            self._recorded = True
+        args: list[str | int] = [status.encode_queued(((e.callback_id, e.url, e.task_id) for e in entries), now)]
+        for entry in entries:
+            fields = entry.fields()
+            args.append(len(fields))
+            for key, value in fields.items():
+                args += (key, value)
+        self._enqueue(keys=[keys.stream, keys.status_updates], args=args)
 
     def schedule(self, entry: CallbackEntry, delay: float) -> None:
         """Put a callback that was already attempted elsewhere into the delayed set, due in ``delay`` seconds.
@@ -131,7 +161,8 @@ class CallbackProducer:
         """
         due_ms = int((time.time() + delay) * 1000)
         try:
-            self._client.zadd(self._keys.delayed, {entry.member(): due_ms})
+            keys = self._keys.of_shard(shard_of(entry.url, self._settings.shards))
+            self._client.zadd(keys.delayed, {entry.member(): due_ms})
         except redis.RedisError as e:
             raise EnqueueFailed(f"Redis at {redact.url(self._settings.redis_url)} did not take the retry: {e}") from e
 

@@ -1,4 +1,4 @@
-"""The leader actor: a thin wrapper that runs the leader loop on Dramatiq's event loop."""
+"""The leader actor: a thin wrapper that leads one shard on Dramatiq's event loop, through the process's conductor."""
 
 from __future__ import annotations
 
@@ -7,26 +7,35 @@ import logging
 import dramatiq
 
 from ..config.settings import Settings
-from ..engine.term import lead
+from ..engine.conductor import Conductor
 from ..metrics import DeliveryMetrics
-from ..streams.keys import Keys
 from .broker import queue_name
 from .watch import FOREVER_MS, LEADER_ACTOR, LeaseWatch
 
 log = logging.getLogger(__name__)
 
+DECLINED_DELAY_MS = 250  # a shard declined here (spread) goes back to the queue this much later
+
 
 def declare(broker: dramatiq.Broker, settings: Settings, watch: LeaseWatch) -> dramatiq.Actor:  # type: ignore[type-arg]
-    """Declare ``lead_callbacks`` on ``broker``, kept alive by ``watch``."""
-    keys = Keys(settings.namespace, settings.queue)
-    watch.watch(LEADER_ACTOR, lease=keys.leader_lease, election_key=keys.election)
+    """Declare ``lead_callbacks`` on ``broker``; ``watch`` keeps every shard led."""
 
-    async def lead_callbacks() -> None:
-        """Lead the callback queue until shutdown or deposition; hand over if it ends early."""
-        outcome = await lead(settings, should_stop=watch.stopping.is_set, observer=DeliveryMetrics(settings.namespace))
-        if outcome.reason in ("lost", "stopped") and not watch.stopping.is_set():
-            lead_callbacks_actor.send()  # keep a candidate in circulation
-        log.debug("lead_callbacks ended: %s", outcome.reason)  # None returned: Dramatiq keeps no results
+    def resend(shard: int, declined: int) -> None:
+        delay = DECLINED_DELAY_MS if declined else None
+        lead_callbacks_actor.send_with_options(args=(shard, declined), delay=delay)
+
+    conductor = Conductor(
+        settings,
+        resend=resend,
+        should_stop=watch.stopping.is_set,
+        observer=lambda shard: DeliveryMetrics(settings.namespace, shard),
+    )
+    watch.conduct(conductor)
+
+    async def lead_callbacks(shard: int = 0, declined: int = 0) -> None:
+        """Lead ``shard`` of the callback queue here (if the spread over processes allows) until it ends."""
+        outcome = await conductor.lead(shard, declined)
+        log.debug("lead_callbacks(%d) ended: %s", shard, outcome)  # None returned: Dramatiq keeps no results
 
     decorate = dramatiq.actor(
         actor_name=LEADER_ACTOR,

@@ -36,6 +36,7 @@ class Settings:
     database_url: str = field(default=f"sqlite:///{VAR_DIR}/worker.db", repr=False)  # may carry a password
     namespace: str = "cbw"
     queue: str = "default"
+    shards: int = 1
     batch_size: int = 100
     min_interval: float = 0.5
     max_delay: float = 1.0

@@ -60,6 +60,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, "sqlite:///path or postgresql+psycopg2://..."),
     Variable("WORKER_NAMESPACE", "namespace", _namespace, "letters, digits, '_', '.', '-'"),
     Variable("CALLBACK_QUEUE", "queue", _namespace, "letters, digits, '_', '.', '-'"),
+    Variable("CALLBACK_SHARDS", "shards", _number(int, low=1, high=256), "an integer 1..256 (queues per namespace)"),
     Variable("CALLBACK_BATCH_SIZE", "batch_size", _number(int, low=1, high=10_000), "an integer 1..10000"),
     Variable("CALLBACK_MIN_INTERVAL", "min_interval", _number(float, low=0, low_open=True), "seconds > 0"),
     Variable("CALLBACK_MAX_DELAY", "max_delay", _number(float, low=0.01, high=60), "seconds 0.01..60"),

@@ -22,9 +22,9 @@ import functools
 import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ..streams.entry import CallbackEntry
+from ..streams.shards import host_port
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -41,10 +41,8 @@ def host_limits(settings: Settings) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=16384)  # a burst repeats few URLs; parsing each twice per delivery adds up
 def host_of(url: str) -> str:
-    """The connection target that concurrency is counted against: ``host:port``."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{(parts.hostname or '').lower()}:{port}"
+    """The connection target that concurrency is counted against: ``host:port`` (the shard key too)."""
+    return host_port(url)
 
 
 class HostQueues:

@@ -32,6 +32,7 @@ from ..storage.merge import merge
 from ..streams import status
 from ..streams.entry import CallbackEntry
 from ..streams.keys import Keys
+from ..streams.shards import shard_of
 from ..streams.status import StatusUpdate, now_ms
 from .attempt import judge, sending
 
@@ -141,7 +142,8 @@ def deliver_now(
     max_wait: float = 10.0,
 ) -> ImmediateResult:
     """Blocking form of :func:`deliver`: runs on its own event loop (in a helper thread if this thread has one)."""
-    recorder = StatusRecorder(client, Keys(settings.namespace, settings.queue), store)
+    shard = shard_of(url, settings.shards) if isinstance(url, str) else 0  # where the callback's row is written
+    recorder = StatusRecorder(client, Keys(settings.namespace, settings.queue, shard), store)
     run = deliver(settings, url, payload, recorder, task_id=task_id, attempts=attempts, max_wait=max_wait)
     try:
         asyncio.get_running_loop()

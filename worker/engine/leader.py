@@ -75,12 +75,13 @@ class Leader:
         client: aioredis.Redis,
         sender: Sender,
         *,
+        shard: int = 0,
         observer: DeliveryObserver | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         burst: bool = False,
     ) -> None:
         self.settings = settings
-        self.keys = Keys(settings.namespace, settings.queue)
+        self.keys = Keys(settings.namespace, settings.queue, shard)
         self.runtime = RuntimeFollower(settings, self.keys)  # run-time overrides apply on top of ``settings``
         self.stream = CallbackStream(client, self.keys)
         self.pace = Pace(client, self.keys.pace, settings.rate)

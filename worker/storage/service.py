@@ -8,6 +8,9 @@ order, and at 1,000 rows per statement it has room to spare. The lease is
 short (``CALLBACK_LEASE_TTL``) and every worker process watches it (see
 ``worker.actors.status_writer``), so a dead writer is replaced within seconds;
 its successor first claims whatever it left pending.
+
+With shards (``CALLBACK_SHARDS``) the one lease covers every shard's status
+stream: its holder runs a writer per shard, each in stream order (see :mod:`.shards`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from ..config.settings import Settings
 from ..streams.client import REDIS_ERRORS, sync_client
 from ..streams.keys import Keys
 from ..streams.lease import Lease, lapsed
-from .apply import StatusStore
-from .engine import make_engine
+from ..streams.protocol import SyncDriver
+from ..streams.shards import record_count
 from .entries import reason
 from .migrate import SchemaOutdated, ensure_schema
-from .writer import StatusWriter
+from .shards import SHARD_RECHECK, ShardWriters, shared_engine
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +38,20 @@ SCHEMA_RECHECK = 10.0  # seconds between looks at an outdated schema
 
 
 class Tenure:
-    """The writer's hold on its lease: renewed every third of its TTL, lost once a whole TTL passed unrenewed."""
+    """The writer's hold on its lease: renewed every third of its TTL, lost once a whole TTL passed unrenewed.
+
+    One thread renews (:meth:`keep`); any thread may ask :meth:`held`. Once lost, it stays lost.
+    """
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self._renewed = time.monotonic()  # taken just now
+        self._lost = False
 
     def keep(self) -> bool:
         """Renew when due; ``False`` once another writer may hold the lease (lost, or unrenewed for a whole TTL)."""
+        if self._lost:
+            return False
         now = time.monotonic()
         if now - self._renewed < self.lease.ttl / 3:
             return True
@@ -50,12 +59,18 @@ class Tenure:
             state = self.lease.renew()
         except REDIS_ERRORS as e:
             log.warning("status writer lease renewal failed: %s", e)
-            return not lapsed(self._renewed, now, self.lease.ttl)
+            self._lost = lapsed(self._renewed, now, self.lease.ttl)
+            return not self._lost
         if not state.held:
             log.warning("status writer %s lost its lease", self.lease.holder)
+            self._lost = True
             return False
         self._renewed = now
         return True
+
+    def held(self) -> bool:
+        """Whether the lease is still ours as of the last renewal; never calls Redis (the writers' threads ask)."""
+        return not self._lost and not lapsed(self._renewed, time.monotonic(), self.lease.ttl)
 
 
 def settle_heap() -> None:
@@ -82,17 +97,23 @@ def _release(lease: Lease) -> None:
 
 
 def run_status_writer(
-    settings: Settings, *, should_stop: Callable[[], bool] = lambda: False, burst: bool = False
+    settings: Settings,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    burst: bool = False,
+    shard_recheck: float = SHARD_RECHECK,
 ) -> str:
-    """Write statuses for the settings' queue while holding the lease.
+    """Write statuses for every shard of the settings' queue while holding the lease.
 
     Returns ``"not_writer"`` (another writer holds the lease), ``"unavailable"``
-    (Redis did not answer), ``"stopped"``, ``"lost"`` or, with ``burst``, ``"idle"``.
+    (Redis did not answer), ``"stopped"``, ``"lost"`` or, with ``burst``, ``"idle"``
+    (every shard's stream written). The shard count is read again every ``shard_recheck`` seconds.
     """
     keys = Keys(settings.namespace, settings.queue)
     client = sync_client(settings.redis_url, retries=0)
     lease = Lease(client, keys.writer_lease, settings.lease_ttl)
     try:
+        SyncDriver(client).run(record_count(keys, settings.shards))
         if not lease.acquire().held:
             client.close()
             return "not_writer"
@@ -106,28 +127,18 @@ def run_status_writer(
         _release(lease)
         client.close()
         return "stopped"
-    engine = make_engine(settings.database_url)
-    store = StatusStore(engine)
+    engine = shared_engine(settings.database_url)
+    writers = ShardWriters(
+        settings, client, engine, holder=lease.holder, keep_lease=tenure.keep, held=tenure.held, recheck=shard_recheck
+    )
     try:
-        writer = StatusWriter(
-            client,
-            store,
-            keys,
-            consumer=lease.holder,
-            flush_interval=settings.status_flush_interval,
-            flush_size=settings.status_flush_size,
-            claim_idle=max(5.0, 2 * settings.lease_ttl),
-            idle_block=min(1.0, settings.lease_ttl / 4),
-        )
-        log.info("writing statuses of %s as %s", keys.status_updates, lease.holder)
         settle_heap()
-        outcome = writer.run(should_stop, keep_lease=tenure.keep, burst=burst)
+        outcome = writers.run(should_stop, burst=burst)
         return outcome
     finally:
         gc.unfreeze()
-        store.close()
         engine.dispose()
-        if outcome != "lost":
+        if outcome != "lost" and writers.joined:  # a writer still running must not overlap a successor
             _release(lease)
         client.close()
         log.info("status writer %s ended: %s", lease.holder, outcome)

@@ -29,8 +29,20 @@ key                             type    holds
 ``cbw:{default}:writer:info``   hash    the writer's ``holder``, ``epoch``, times: as ``leader:info``.
 ``cbw:{default}:writer:epoch``  string  the writer's fencing epoch, +1 on every acquisition.
 ``cbw:{default}:writer:vote``   string  debounces the watchdogs' "start a status writer" message.
+``cbw:{default}:shards``        set     every shard count a producer or worker used (``CALLBACK_SHARDS``):
+                                        shards past the current count are led until they drain.
+``cbw:{default}:fleet``         hash    worker processes leading shards: holder -> ``<shards led>:<ms>``,
+                                        refreshed by every process's lease watch (spreads leaderships).
 ``cbw:dramatiq:*``              various the Dramatiq broker's own keys (namespace ``cbw:dramatiq``).
 ==============================  ======  ==========================================================
+
+Shards (``CALLBACK_SHARDS=N``): shard 0 is the layout above; shard ``i >= 1`` has
+the same per-queue keys under the hash tag ``{default:i}`` (``cbw:{default:1}:stream``
+...), so each shard's keys share one Cluster slot and shards spread over nodes.
+Per shard: stream, delayed, dlq, leader lease (+ info, epoch, election), stats,
+status stream (+ ``status:bad``). For the whole namespace, on shard 0 whatever
+:class:`Keys` asks: pace (one global rate), config, the status writer's lease,
+shards, fleet. A callback's shard is chosen by its ``host:port`` (:mod:`.shards`).
 """
 
 from __future__ import annotations
@@ -52,14 +64,33 @@ class LeaseKeys:
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names of one queue of one namespace."""
+    """Key names of one shard (default 0) of one queue of one namespace."""
 
     namespace: str
     queue: str = "default"
+    shard: int = 0
 
     @property
     def _tag(self) -> str:
+        tag = self.queue if self.shard == 0 else f"{self.queue}:{self.shard}"
+        return f"{self.namespace}:{{{tag}}}"
+
+    @property
+    def _home(self) -> str:  # the namespace's keys: on shard 0, whichever shard asks
         return f"{self.namespace}:{{{self.queue}}}"
+
+    def of_shard(self, shard: int) -> Keys:
+        """The keys of shard ``shard`` of the same queue."""
+        return Keys(self.namespace, self.queue, shard)
+
+    def shards(self, count: int) -> list[Keys]:
+        """The keys of shards ``0 .. count - 1``."""
+        return [self.of_shard(shard) for shard in range(count)]
+
+    @property
+    def label(self) -> str:
+        """How logs and ``ops`` name this shard: ``default`` or ``default:3``."""
+        return self.queue if self.shard == 0 else f"{self.queue}:{self.shard}"
 
     @property
     def stream(self) -> str:
@@ -96,11 +127,11 @@ class Keys:
 
     @property
     def pace(self) -> str:
-        return f"{self._tag}:pace"
+        return f"{self._home}:pace"
 
     @property
     def config(self) -> str:
-        return f"{self._tag}:config"
+        return f"{self._home}:config"
 
     @property
     def stats(self) -> str:
@@ -116,16 +147,24 @@ class Keys:
 
     @property
     def status_lease(self) -> str:
-        return f"{self._tag}:writer"
+        return f"{self._home}:writer"
 
     @property
     def writer_lease(self) -> LeaseKeys:
-        """The status writer's lease keys (the lease key is ``status_lease``, unchanged)."""
-        return LeaseKeys(self.status_lease, f"{self._tag}:writer:info", f"{self._tag}:writer:epoch")
+        """The status writer's lease keys (the lease key is ``status_lease``, unchanged); one for all shards."""
+        return LeaseKeys(self.status_lease, f"{self._home}:writer:info", f"{self._home}:writer:epoch")
 
     @property
     def status_election(self) -> str:
-        return f"{self._tag}:writer:vote"
+        return f"{self._home}:writer:vote"
+
+    @property
+    def shard_counts(self) -> str:
+        return f"{self._home}:shards"
+
+    @property
+    def fleet(self) -> str:
+        return f"{self._home}:fleet"
 
     @property
     def dramatiq_namespace(self) -> str:
