@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _count(text: str) -> int:
-    """``--limit``: an integer >= 0."""
+    """``--limit``, ``--shard``: an integer >= 0."""
     if not (text.isascii() and text.isdigit() and len(text) <= 12):
         raise argparse.ArgumentTypeError("not an integer >= 0")
     return int(text)
@@ -94,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     sub.add_parser("status", parents=[common], help="queue health on one screen")
     sub.add_parser("recover", parents=[common], help="re-queue due retries and stuck entries, clear stale state")
-    unlock = sub.add_parser("unlock", parents=[common], help="force-release the leader lease")
+    unlock = sub.add_parser("unlock", parents=[common], help="force-release the leader lease of every shard, or one")
     unlock.add_argument("--yes", action="store_true", help="really do it")
+    unlock.add_argument("--shard", type=_count, metavar="N", help="only shard N's lease (0 = the first)")
     reset = sub.add_parser("reset", parents=[common], help="delete every key of the namespace")
     reset.add_argument("--yes", action="store_true", help="really do it")
     replay = sub.add_parser("replay", parents=[common], help="send dead letters back to the stream")
@@ -133,9 +134,9 @@ def _recover(args: argparse.Namespace, settings: Settings, client: redis.Redis) 
 
 def _unlock(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
     if not args.yes:
-        print(render.unlock_refused(settings.namespace, settings.queue), file=sys.stderr)
+        print(render.unlock_refused(settings.namespace, settings.queue, args.shard), file=sys.stderr)
         return 1
-    result = commands.unlock(client, settings)
+    result = commands.unlock(client, settings, args.shard)
     print(render.as_json(result) if args.json else render.unlock(result))
     return 0
 

@@ -33,7 +33,8 @@ def redis_refusal(error: redis.ResponseError, namespace: str, queue: str) -> str
         message = f"{command} {key}: {message}".replace(" :", ":")
     if "WRONGTYPE" in message:
         hint = (
-            f"one of the {namespace}:{{{queue}}}:* keys holds the wrong kind of value (written by hand?): find it"
+            f"one of the {namespace}:{{{queue}}}:* keys (or a shard's, {{{queue}:N}}) holds the wrong kind of value"
+            " (written by hand?): find it"
             " with redis-cli TYPE and delete it (or all of them: python -m ops reset --yes)"
         )
     else:
@@ -59,8 +60,10 @@ def duration(seconds: float | None) -> str:
 
 
 def status(state: dict[str, Any], claim_idle: float) -> str:
-    """One screen: stream, group and consumers, retries, dead letters, leader, counters."""
-    rows = [("queue", f"namespace {state['namespace']}, queue {state['queue']}")]
+    """One screen: stream, group and consumers, retries, dead letters, leader, fleet, counters; then each shard's."""
+    shards = state["shards"]
+    sharded = len(shards) > 1
+    rows = [("queue", f"namespace {state['namespace']}, queue {state['queue']}" + _shard_count(state))]
     oldest = "" if state["oldest_age"] is None else f", oldest {duration(state['oldest_age'])} old"
     rows.append(("backlog", f"{state['backlog']} in the stream{oldest}"))
     if state["group"]:
@@ -71,19 +74,74 @@ def status(state: dict[str, Any], claim_idle: float) -> str:
     for consumer in state["consumers"]:
         stuck = consumer["pending"] and consumer["idle"] > claim_idle
         hint = "  <- silent: a leader reclaims these, or run `python -m ops recover`" if stuck else ""
-        text = f"{consumer['name']}: {consumer['pending']} pending, idle {duration(consumer['idle'])}{hint}"
+        where = f" (shard {consumer['shard']})" if sharded else ""
+        text = f"{consumer['name']}{where}: {consumer['pending']} pending, idle {duration(consumer['idle'])}{hint}"
         rows.append(("consumer", text))
     due = "" if state["next_due"] is None else f", next due in {duration(state['next_due'])}"
     rows.append(("retries", f"{state['delayed']} delayed{due}"))
     hint = "  (list them: python -m ops replay --dry-run)" if state["dead"] else ""
     rows.append(("dead", f"{state['dead']} dead letters{hint}"))
-    rows.append(("leader", _leader(state["leader"])))
+    if sharded:
+        leaders = state["leaders"]
+        rows.append(("leaders", f"{leaders['led']} of {leaders['of']} shards have a leader (see below)"))
+    else:
+        rows.append(("leader", _leader(state["leader"])))
+    rows.append(("fleet", _fleet(state["fleet"])))
     counters = state["counters"]
     rows.append(("counters", "  ".join(f"{name} {value}" for name, value in counters.items())))
     last = state["last_send_ago"]
     rows.append(("last send", "never" if last is None else f"{duration(last)} ago"))
     rows.append(("db writer", _writer(state["writer"])))
-    return "\n".join(printable(f"{label:<10} {text}") for label, text in rows)  # names and holders come from Redis
+    lines = [f"{label:<10} {text}" for label, text in rows]
+    if sharded:
+        lines += ["", *_shard_table(state)]
+    return "\n".join(map(printable, lines))  # names and holders come from Redis
+
+
+def _shard_count(state: dict[str, Any]) -> str:
+    shards, configured = len(state["shards"]), state["configured_shards"]
+    if shards == 1:
+        return ""
+    draining = [str(shard["shard"]) for shard in state["shards"] if shard["draining"]]
+    which = f"shard{'s' if len(draining) > 1 else ''} {', '.join(draining)}"
+    more = f"; {which} draining (CALLBACK_SHARDS is {configured})" if draining else ""
+    return f", {shards} shards{more}"
+
+
+def _shard_table(state: dict[str, Any]) -> list[str]:
+    """Each shard's backlog, pending, delayed, dead and leader, and the totals."""
+    head = ("shard", "backlog", "pending", "delayed", "dead", "leader holder", "epoch")
+    rows = [
+        (
+            str(shard["shard"]) + (" (draining)" if shard["draining"] else ""),
+            *(str(shard[name]) for name in ("backlog", "pending", "delayed", "dead")),
+            printable(shard["leader"]["holder"] or "?")[:60] if shard["leader"]["held"] else "no leader",
+            "-" if shard["leader"]["epoch"] is None else str(shard["leader"]["epoch"]),
+        )
+        for shard in state["shards"]
+    ]
+    leaders = state["leaders"]
+    totals = [str(state[name]) for name in ("backlog", "pending", "delayed", "dead")]
+    rows.append(("total", *totals, f"{leaders['led']} of {leaders['of']} led", ""))
+    widths = [max(len(row[column]) for row in (head, *rows)) for column in range(len(head))]
+    return [_cells(row, widths) for row in (head, *rows)]
+
+
+def _cells(row: tuple[str, ...], widths: list[int]) -> str:
+    """One table row: the counts (columns 1 to 4) right-aligned, the others left-aligned."""
+    cells = (
+        cell.rjust(width) if 1 <= i <= 4 else cell.ljust(width)
+        for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+    )
+    return "  ".join(cells).rstrip()
+
+
+def _fleet(processes: list[dict[str, Any]], shown: int = 8) -> str:
+    if not processes:
+        return "no live worker process (none said it was alive in the last 10 s)"
+    named = ", ".join(f"{p['process']} leads {p['leads']}" for p in processes[:shown])
+    more = f", and {len(processes) - shown} more" if len(processes) > shown else ""
+    return f"{len(processes)} live worker process{'es' if len(processes) > 1 else ''}: {named}{more}"
 
 
 def _writer(writer: dict[str, Any]) -> str:
@@ -102,7 +160,7 @@ def _leader(leader: dict[str, Any]) -> str:
 
 
 def recover(report: RecoverReport, claim_idle: float) -> str:
-    """What recover did, one line per action."""
+    """What recover did, one line per action (summed over the shards it looked at)."""
     lines = []
     if report.promoted:
         lines.append(f"moved {report.promoted} due retries from the delayed set to the stream")
@@ -110,22 +168,32 @@ def recover(report: RecoverReport, claim_idle: float) -> str:
         lines.append(f"handed {report.handed_back} entries pending > {duration(claim_idle)} back to the stream's tail")
     if report.dead_lettered:
         lines.append(f"dead-lettered {report.dead_lettered} poison entries (read too many times)")
-    if report.stale_lease:
-        lines.append(f"deleted the stale leader lease of {report.stale_lease} (it had stopped renewing)")
+    for lease in report.stale_leases:
+        where = f" of shard {lease['shard']}" if report.shards > 1 else ""
+        lines.append(f"deleted the stale leader lease{where} of {lease['holder']} (it had stopped renewing)")
     if report.consumers_removed:
         lines.append(f"deleted idle consumers with nothing pending: {', '.join(report.consumers_removed)}")
-    return "\n".join(lines) or "nothing to recover"
+    if lines:
+        return "\n".join(map(printable, lines))  # holders and consumer names come from Redis
+    return "nothing to recover" + (f" (in {report.shards} shards)" if report.shards > 1 else "")
 
 
 def unlock(result: dict[str, Any]) -> str:
-    """The outcome of a forced lease release."""
-    if not result["released"]:
+    """The outcome of a forced lease release, shard by shard when there are several or one was asked."""
+    released = [lease for lease in result["shards"] if lease["released"]]
+    if not released:
         return "no leader lease was held; nothing to do"
-    return (
-        f"released the leader lease of {result['holder'] or 'an unknown holder'} (epoch {result['epoch'] or '?'}).\n"
+    sharded = len(result["shards"]) > 1 or result["shards"][0]["shard"] != 0
+    lines = []
+    for lease in released:
+        where = f" of shard {lease['shard']}" if sharded else ""
+        who = f"{lease['holder'] or 'an unknown holder'} (epoch {lease['epoch'] or '?'})"
+        lines.append(f"released the leader lease{where} of {who}.")
+    lines.append(
         "warning: if that leader is alive it notices at its next renewal and stops taking new work;"
         " the next worker to try becomes leader."
     )
+    return "\n".join(map(printable, lines))
 
 
 def reset(result: dict[str, Any], namespace: str) -> str:
@@ -143,9 +211,11 @@ def replay(result: dict[str, Any]) -> str:
         note = f" ({gone} were already gone: another replay?)" if gone else ""
         return f"replayed {result['replayed']} dead letters to the stream with attempts reset{note}"
     lines = [f"would replay {len(matched)} dead letters:"]
+    sharded = any(letter.get("shard") for letter in matched)
     for letter in matched:
         cid, url, reason = letter.get("cid", "?"), letter.get("url", "?"), letter.get("reason", "")
-        lines.append(f"  {letter['stream_id']}  {cid}  {url}  dead {duration(letter['dead_age'])} ago: {reason}")
+        where = f"shard {letter['shard']}  " if sharded else ""
+        lines.append(f"  {where}{letter['stream_id']}  {cid}  {url}  dead {duration(letter['dead_age'])} ago: {reason}")
     return "\n".join(map(printable, lines))
 
 
@@ -156,7 +226,8 @@ def inspect(query: str, sightings: list[dict[str, Any]]) -> str:
     blocks = []
     for sighting in sightings:
         place = {"stream": "in the stream", "delayed": "in the delayed retries", "dead": "in the dead letters"}
-        head = f"{place[sighting['place']]}" + (f" as {sighting['stream_id']}" if sighting["stream_id"] else "")
+        head = place[sighting["place"]] + (f" of shard {sighting['shard']}" if sighting.get("shard") else "")
+        head += f" as {sighting['stream_id']}" if sighting["stream_id"] else ""
         if "due_in" in sighting:
             head += f", due in {duration(max(0.0, sighting['due_in']))}"
         if "consumer" in sighting:
@@ -192,10 +263,11 @@ class ProgressBar:
         self._stream.flush()
 
 
-def unlock_refused(namespace: str, queue: str) -> str:
+def unlock_refused(namespace: str, queue: str, shard: int | None = None) -> str:
     """Why ``unlock`` needs ``--yes``."""
+    which = "the leader lease of every shard" if shard is None else f"the leader lease of shard {shard}"
     return (
-        f"unlock deletes the leader lease of {namespace}/{queue} whoever holds it. A live leader notices at its"
+        f"unlock deletes {which} of {namespace}/{queue} whoever holds it. A live leader notices at its"
         " next renewal and stops, and another worker takes over; use it only when the lease is stuck."
         " `python -m ops recover` already removes a lease whose holder stopped renewing."
         " Run again with --yes to do it."

@@ -239,3 +239,26 @@ def private_redis(tmp_path: Path) -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+RABBITMQ_QUEUES = ("leader", "status", "images")
+
+
+@pytest.fixture
+def rabbitmq(namespace: str) -> Iterator[str]:
+    """The machine's RabbitMQ; skipped locally if absent, a failure in CI. Deletes the namespace's queues after."""
+    import pika
+
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    except pika.exceptions.AMQPError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"RabbitMQ does not answer at 127.0.0.1:5672 ({type(e).__name__})")
+        pytest.skip("RabbitMQ does not answer at 127.0.0.1:5672")
+    yield AMQP_URL
+    channel = connection.channel()
+    for name in RABBITMQ_QUEUES:
+        for suffix in ("", ".DQ", ".XQ"):
+            channel.queue_delete(f"{name}.{namespace}{suffix}")
+    connection.close()

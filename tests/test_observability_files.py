@@ -271,7 +271,7 @@ def test_dashboard_queries_on_namespaced_metrics_filter_by_the_namespace_variabl
     namespaced_series = sample_names(namespaced) | sample_names(PENDING_METRICS)
     for where, expr in dashboard_targets():
         for name in metric_names_in(expr) & namespaced_series:
-            if name == "cbw_leader" and "and on (instance, namespace) (cbw_leader > 0)" in expr:
+            if name == "cbw_leader" and "and on (instance, namespace, shard) (cbw_leader > 0)" in expr:
                 continue  # the leader filter of the queue gauges: the left-hand side is filtered already
             assert re.search(rf'\b{name}\{{[^}}]*namespace=~"\$namespace"', expr), (where, name)
 
@@ -363,6 +363,17 @@ def test_every_alert_is_complete_and_has_a_runbook_section():
         assert anchor == rule["alert"].lower() and anchor in anchors, (rule["alert"], anchor)
 
 
+def test_queue_gauges_are_taken_from_the_leader_of_their_own_shard():
+    """A process leading shard 0 may keep a stale value of shard 1: every leader filter matches the shard too."""
+    joins = 0
+    for where, expr in all_expressions():
+        for labels in re.findall(r"\bon\s*\(([^)]*)\)\s*\(cbw_leader > 0\)", expr):
+            joins += 1
+            assert {label.strip() for label in labels.split(",")} == {"instance", "namespace", "shard"}, where
+        assert not re.search(r"\bby\s*\(\s*namespace\s*\)\s*\(cbw_leader\b", expr), f"{where}: count leaders per shard"
+    assert joins >= 10
+
+
 @needs_promtool
 def test_promtool_accepts_the_rules_and_counts_as_many_as_the_reader():
     checked = promtool("check", "rules", str(ALERTS.relative_to(ROOT)))
@@ -382,48 +393,91 @@ def fires(alert: str, at: str, *labels: dict[str, str]) -> dict[str, Any]:
 
 
 NS_A = {"namespace": "a"}
-LEADS = series("cbw_leader", "1x40", namespace="a")
+# The per-shard gauges carry `shard`; the counters only `namespace`. h1 is the default instance.
+A0 = {"namespace": "a", "shard": "0"}
+A1 = {"namespace": "a", "shard": "1"}
+H2 = {"instance": "h2:9191"}
+H3 = {"instance": "h3:9191"}
+LEADS = series("cbw_leader", "1x40", **A0)  # h1 leads shard 0 of namespace a
+H2_LEADS_1 = series("cbw_leader", "1x40", **A1, **H2)  # h2 leads shard 1
+DELIVERING = series("cbw_delivery_attempts_total", "0+10x40", **NS_A, outcome="delivered", status_class="2xx")
+NOT_DELIVERING = series("cbw_delivery_attempts_total", "7x40", **NS_A, outcome="delivered", status_class="2xx")
 # (why, input series, expected alerts at eval times); one test case of `promtool test rules` each.
 SCENARIOS: list[tuple[str, list[dict[str, str]], list[dict[str, Any]]]] = [
     (
-        "backlog over 300 s for 5m on the leading instance",
-        [LEADS, series("cbw_oldest_entry_age_seconds", "400x40", namespace="a")],
+        "backlog over 300 s for 5m on the instance leading the shard",
+        [LEADS, series("cbw_oldest_entry_age_seconds", "400x40", **A0)],
         [
             fires("CallbackBacklogOld", "3m"),
             fires("CallbackBacklogOld", "10m", {**NS_A, "severity": "warning"}),
         ],
     ),
     (
-        "an old age left behind by an instance that no longer leads is ignored",
+        "an old age left behind by an instance that no longer leads the shard is ignored",
         [
             LEADS,
-            series("cbw_oldest_entry_age_seconds", "10x40", namespace="a"),
-            series("cbw_leader", "0x40", namespace="a", instance="h2:9191"),
-            series("cbw_oldest_entry_age_seconds", "900x40", namespace="a", instance="h2:9191"),
+            series("cbw_oldest_entry_age_seconds", "10x40", **A0),
+            series("cbw_leader", "0x40", **A0, **H2),
+            series("cbw_oldest_entry_age_seconds", "900x40", **A0, **H2),
         ],
         [fires("CallbackBacklogOld", "20m")],
     ),
     (
-        "callbacks wait but no attempt in 10 minutes",
+        "a stale age of shard 1 on the process leading shard 0 is ignored: the join is per shard",
         [
             LEADS,
-            series("cbw_stream_length", "5x40", namespace="a"),
-            series("cbw_delivery_attempts_total", "7x40", namespace="a", outcome="delivered", status_class="2xx"),
+            series("cbw_oldest_entry_age_seconds", "10x40", **A0),
+            series("cbw_leader", "0x40", **A1),
+            series("cbw_oldest_entry_age_seconds", "900x40", **A1),
+            H2_LEADS_1,
+            series("cbw_oldest_entry_age_seconds", "10x40", **A1, **H2),
+        ],
+        [fires("CallbackBacklogOld", "20m")],
+    ),
+    (
+        "one shard's old backlog, reported by the process leading that shard, is the namespace's",
+        [
+            LEADS,
+            series("cbw_oldest_entry_age_seconds", "10x40", **A0),
+            series("cbw_leader", "0x40", **A1),
+            series("cbw_oldest_entry_age_seconds", "10x40", **A1),
+            H2_LEADS_1,
+            series("cbw_oldest_entry_age_seconds", "400x40", **A1, **H2),
+        ],
+        [fires("CallbackBacklogOld", "10m", {**NS_A, "severity": "warning"})],
+    ),
+    (
+        "callbacks wait in shard 1 but no attempt in 10 minutes",
+        [
+            LEADS,
+            series("cbw_stream_length", "0x40", **A0),
+            H2_LEADS_1,
+            series("cbw_stream_length", "5x40", **A1, **H2),
+            NOT_DELIVERING,
         ],
         [fires("CallbackDeliveryStalled", "20m", {**NS_A, "severity": "critical"})],
     ),
     (
         "callbacks wait and attempts go on",
+        [LEADS, series("cbw_stream_length", "5x40", **A0), DELIVERING],
+        [fires("CallbackDeliveryStalled", "20m")],
+    ),
+    (
+        "the only waiting callbacks are a stale length of shard 1 on the process leading shard 0",
         [
             LEADS,
-            series("cbw_stream_length", "5x40", namespace="a"),
-            series("cbw_delivery_attempts_total", "0+10x40", namespace="a", outcome="delivered", status_class="2xx"),
+            series("cbw_stream_length", "0x40", **A0),
+            series("cbw_leader", "0x40", **A1),
+            series("cbw_stream_length", "5x40", **A1),
+            H2_LEADS_1,
+            series("cbw_stream_length", "0x40", **A1, **H2),
+            NOT_DELIVERING,
         ],
         [fires("CallbackDeliveryStalled", "20m")],
     ),
     (
         "a dead letter from the counter, then none for 15 minutes",
-        [series("cbw_callbacks_dead_total", "0 0 0 1x40", namespace="a", reason="final")],
+        [series("cbw_callbacks_dead_total", "0 0 0 1x40", **NS_A, reason="final")],
         [
             fires("CallbackDeadLettersGrowing", "5m", {**NS_A, "severity": "warning"}),
             fires("CallbackDeadLettersGrowing", "25m"),
@@ -431,41 +485,93 @@ SCENARIOS: list[tuple[str, list[dict[str, str]], list[dict[str, Any]]]] = [
     ),
     (
         "dead letters seen only in the stream length (ops recover moved poison entries)",
-        [LEADS, series("cbw_dead_letters", "0 0 0 3x40", namespace="a")],
+        [LEADS, series("cbw_dead_letters", "0 0 0 3x40", **A0)],
         [fires("CallbackDeadLettersGrowing", "5m", {**NS_A, "severity": "warning"})],
     ),
     (
-        "a worker that stopped leading and nobody took over",
-        [series("cbw_leader", "1 1 0x40", namespace="a")],
+        "new dead letters in shard 0 are not hidden by a replay of shard 1's",
+        [
+            LEADS,
+            series("cbw_dead_letters", "0 0 0 3x40", **A0),
+            H2_LEADS_1,
+            series("cbw_dead_letters", "10 10 10 0x40", **A1, **H2),
+        ],
+        [fires("CallbackDeadLettersGrowing", "5m", {**NS_A, "severity": "warning"})],
+    ),
+    (
+        "a worker that stopped leading shard 0 and nobody took over",
+        [series("cbw_leader", "1 1 0x40", **A0)],
         [
             fires("CallbackNoLeader", "2m"),
-            fires("CallbackNoLeader", "5m", {**NS_A, "severity": "critical"}),
+            fires("CallbackNoLeader", "5m", {**A0, "severity": "critical"}),
         ],
     ),
     (
-        "the leading worker vanished from the scrapes (killed, or unreachable)",
-        [series("cbw_leader", "1x5 _x40", namespace="a"), series("cbw_leader", "1x40", namespace="b")],
-        [fires("CallbackNoLeader", "20m", {**NS_A, "severity": "critical"})],
+        "two shards: only shard 1 lost its leader, so only shard 1 alerts",
+        [LEADS, series("cbw_leader", "1 1 0x40", **A1, **H2)],
+        [
+            fires("CallbackNoLeader", "5m", {**A1, "severity": "critical"}),
+            fires("CallbackTwoLeaders", "5m"),
+        ],
     ),
     (
-        "every worker vanished: one alert per namespace seen in the last day, none without a namespace",
-        [series("cbw_leader", "1x5 _x40", namespace="a")],
-        [fires("CallbackNoLeader", "20m", {**NS_A, "severity": "critical"})],
+        "the process leading shard 1 vanished from the scrapes (killed, or unreachable)",
+        [
+            LEADS,
+            series("cbw_leader", "1x5 _x40", **A1, **H2),
+            series("cbw_leader", "1x40", namespace="b", shard="0"),
+        ],
+        [fires("CallbackNoLeader", "20m", {**A1, "severity": "critical"})],
+    ),
+    (
+        "every worker vanished: one alert per shard seen in the last day, none without a namespace",
+        [series("cbw_leader", "1x5 _x40", **A0), series("cbw_leader", "1x5 _x40", **A1, **H2)],
+        [fires("CallbackNoLeader", "20m", {**A0, "severity": "critical"}, {**A1, "severity": "critical"})],
     ),
     (
         "no cbw_leader series at all",
-        [series("cbw_stream_length", "0x40", namespace="a")],
+        [series("cbw_stream_length", "0x40", **A0)],
         [fires("CallbackNoLeader", "5m", {"severity": "critical"})],
     ),
     (
-        "one leader is quiet",
-        [LEADS, series("cbw_leader", "0x40", namespace="a", instance="h2:9191")],
+        "one of the two processes that led shard 0 is quiet",
+        [LEADS, series("cbw_leader", "0x40", **A0, **H2)],
         [fires("CallbackNoLeader", "20m"), fires("CallbackTwoLeaders", "20m")],
     ),
     (
-        "two instances lead",
-        [LEADS, series("cbw_leader", "1x40", namespace="a", instance="h2:9191")],
-        [fires("CallbackTwoLeaders", "1m"), fires("CallbackTwoLeaders", "5m", {**NS_A, "severity": "warning"})],
+        "a leader in each of two shards, in two processes",
+        [LEADS, H2_LEADS_1],
+        [fires("CallbackNoLeader", "20m"), fires("CallbackTwoLeaders", "20m")],
+    ),
+    (
+        "one process leads both shards",
+        [LEADS, series("cbw_leader", "1x40", **A1)],
+        [fires("CallbackNoLeader", "20m"), fires("CallbackTwoLeaders", "20m")],
+    ),
+    (
+        "shard 1 handed over from h2 to h1; h2 stays alive and reports 0",
+        [LEADS, series("cbw_leader", "1x10 0x30", **A1, **H2), series("cbw_leader", "_x10 1x30", **A1)],
+        [fires("CallbackNoLeader", "20m"), fires("CallbackTwoLeaders", "20m")],
+    ),
+    (
+        "the upgrade to shards: series without a shard label ended, the sharded ones lead",
+        [series("cbw_leader", "1x5 _x40", **NS_A), series("cbw_leader", "_x5 1x40", **A0)],
+        [fires("CallbackNoLeader", "20m")],
+    ),
+    (
+        "workers from before shards (no shard label) vanished",
+        [series("cbw_leader", "1x5 _x40", **NS_A), series("cbw_leader", "1x40", namespace="b", shard="0")],
+        [fires("CallbackNoLeader", "20m", {**NS_A, "severity": "critical"})],
+    ),
+    (
+        "two instances lead shard 0",
+        [LEADS, series("cbw_leader", "1x40", **A0, **H2)],
+        [fires("CallbackTwoLeaders", "1m"), fires("CallbackTwoLeaders", "5m", {**A0, "severity": "warning"})],
+    ),
+    (
+        "two instances lead shard 1 while one leads shard 0: only shard 1 alerts",
+        [LEADS, H2_LEADS_1, series("cbw_leader", "1x40", **A1, **H3)],
+        [fires("CallbackTwoLeaders", "5m", {**A1, "severity": "warning"}), fires("CallbackNoLeader", "5m")],
     ),
     (
         "half the attempts fail at 1 attempt/s",

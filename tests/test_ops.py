@@ -115,6 +115,13 @@ def test_status_shows_leader_retries_dead_letters_and_counters(make_settings, cl
     assert "host:1:abc (epoch 4)" in text and "delivered 7" in text and "1 dead letters" in text
 
 
+def test_status_of_one_shard_has_no_shard_table(make_settings, client):
+    state = commands.status(client, make_settings())
+    text = render.status(state, 7)
+    assert len(state["shards"]) == 1 and state["leaders"] == {"led": 0, "of": 1}
+    assert "shard" not in text and "leader     no leader" in text and "no live worker process" in text
+
+
 def test_recover_hands_stuck_entries_back_for_exactly_once_delivery(make_settings, client, rclient, keys, receiver):
     settings = make_settings(**FAST_CLAIM)
     ids = CallbackProducer(settings).enqueue_many([(f"{receiver.url}/ok", {"n": n}) for n in range(6)])

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
 
 import pytest
-from conftest import settings_env
+from conftest import AMQP_URL, settings_env
 from image_fixtures import jpeg
 
 from worker.config.settings import Settings
@@ -20,30 +18,7 @@ from worker.producer import CallbackProducer
 
 pytestmark = pytest.mark.slow
 
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 QUEUES = ("leader", "status", "images")
-
-
-def _queues(namespace: str) -> list[str]:
-    return [f"{name}.{namespace}{suffix}" for name in QUEUES for suffix in ("", ".DQ", ".XQ")]
-
-
-@pytest.fixture
-def rabbitmq(namespace: str) -> Iterator[str]:
-    """The machine's RabbitMQ; skipped locally if absent, a failure in CI. Deletes the namespace's queues after."""
-    import pika
-
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    except pika.exceptions.AMQPError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"RabbitMQ does not answer at 127.0.0.1:5672 ({type(e).__name__})")
-        pytest.skip("RabbitMQ does not answer at 127.0.0.1:5672")
-    yield AMQP_URL
-    channel = connection.channel()
-    for queue in _queues(namespace):
-        channel.queue_delete(queue)
-    connection.close()
 
 
 def test_a_worker_on_rabbitmq_delivers_and_runs_image_tasks(rabbitmq, start_worker, namespace, redis_url, receiver):

@@ -167,3 +167,16 @@ def test_kill_9_of_a_process_leading_shards_loses_nothing(start_worker, make_set
         assert receiver.wait_for(60, timeout=90), [w.output()[-2000:] for w in workers]
     assert sorted(i for r in receivers for i in set(r.ids())) == sorted(ids)
     assert sum(rclient.xlen(k.dead) for k in keys.shards(4)) == 0
+
+
+def test_a_garbled_or_huge_recorded_shard_count_is_ignored(rclient, redis_url, keys):
+    from worker.streams.client import sync_client
+    from worker.streams.protocol import SyncDriver
+    from worker.streams.shards import counts_in_use
+
+    rclient.sadd(keys.shard_counts, "3", "²", "99999999", "-1", "abc", "257")
+    client = sync_client(redis_url)
+    try:
+        assert SyncDriver(client).run(counts_in_use(keys, 2)) == 3
+    finally:
+        client.close()

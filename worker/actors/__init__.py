@@ -14,8 +14,7 @@ use_multiprocess_dir()  # before anything imports prometheus_client
 
 from ..config.settings import Settings  # noqa: E402
 from ..errors import SettingsError  # noqa: E402
-from ..streams.client import is_cluster_node  # noqa: E402
-from .broker import build_broker  # noqa: E402
+from .broker import broker_problem, build_broker  # noqa: E402
 from .images import declare as declare_images  # noqa: E402
 from .leader import declare as declare_leader  # noqa: E402
 from .logs import install as install_log_redaction  # noqa: E402
@@ -27,11 +26,8 @@ except SettingsError as error:
     sys.stderr.write(f"callback worker: configuration error: {error}\n")
     raise SystemExit(2) from error
 
-if is_cluster_node(settings.redis_url):
-    sys.stderr.write(
-        "callback worker: REDIS_URL names a node of a Redis Cluster, which this version cannot use: its queues need "
-        "one plain Redis (or a primary with replicas). Point REDIS_URL at a non-cluster Redis.\n"
-    )
+if problem := broker_problem(settings):
+    sys.stderr.write(f"callback worker: {problem}\n")
     raise SystemExit(2)
 
 install_log_redaction()

@@ -8,6 +8,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
 from ..config.settings import Settings
+from ..streams.client import is_cluster_node
 from ..streams.keys import Keys
 from .metrics import DramatiqMetrics
 from .watch import LeaseWatch
@@ -37,6 +38,27 @@ class DaemonAsyncIO(AsyncIO):
         thread.daemon = True
         thread.start(timeout=1.0)
         set_event_loop_thread(thread)
+
+
+def broker_problem(settings: Settings) -> str | None:
+    """Why Dramatiq cannot use the configured broker, or ``None``: its Redis broker needs a plain Redis.
+
+    Dramatiq's Redis broker is not Redis-Cluster-safe (its scripts touch keys they
+    do not declare), so on a cluster ``DRAMATIQ_BROKER_URL`` must name RabbitMQ or
+    a Redis of its own.
+    """
+    if settings.uses_rabbitmq or not is_cluster_node(settings.dramatiq_url):
+        return None
+    if settings.broker_url:
+        return (
+            "DRAMATIQ_BROKER_URL names a node of a Redis Cluster, which Dramatiq's Redis broker cannot use. "
+            "Point it at RabbitMQ (amqp://...) or at a plain Redis (redis://...)."
+        )
+    return (
+        "REDIS_URL names a node of a Redis Cluster: the callback queues can live there, but Dramatiq's own "
+        "broker cannot (its Redis broker is not cluster-safe). Set DRAMATIQ_BROKER_URL to RabbitMQ "
+        "(amqp://user:password@host:5672/%2F) or to a plain, non-cluster Redis (redis://host:6379/0)."
+    )
 
 
 def build_broker(settings: Settings) -> tuple[dramatiq.Broker, LeaseWatch]:

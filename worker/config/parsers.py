@@ -157,6 +157,33 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
 
 
+MAX_HOST_RATES = 10_000  # hosts in CALLBACK_HOST_RATES
+
+
+def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
+    """``{"host:port": rate}``: per-host ceilings (deliveries per second > 0), hosts lower-cased."""
+    try:
+        mapping = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg})") from e
+    except RecursionError:
+        raise ValueError("not JSON (nested too deep)") from None
+    if not isinstance(mapping, dict):
+        raise ValueError('must be a JSON object {"host:port": rate}')
+    if len(mapping) > MAX_HOST_RATES:
+        raise ValueError(f"names {len(mapping)} hosts; at most {MAX_HOST_RATES}")
+    rates = {}
+    for target, rate in mapping.items():
+        host, _, port = target.rpartition(":")
+        shown = repr(redact.clip(target, 80))
+        if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or not host.isprintable():
+            raise ValueError(f"{shown} is not host:port (e.g. \"api.example.com:443\")")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not (0 < rate <= 1e6):
+            raise ValueError(f"the rate for {shown} must be a number of deliveries per second in (0, 1000000]")
+        rates[f"{host.lower()}:{int(port)}"] = float(rate)
+    return tuple(sorted(rates.items()))
+
+
 def _port(raw: str) -> int:
     return int(_number(int, low=0, high=65535)(raw))
 

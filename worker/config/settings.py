@@ -42,6 +42,12 @@ class Settings:
     max_delay: float = 1.0
     rate: float = 200.0
     host_concurrency: int = 8
+    host_rate: float = 0.0  # a ceiling per host:port (0: the global rate is the only one)
+    host_rates: tuple[tuple[str, float], ...] = ()  # ceilings of named hosts, over host_rate
+    adaptive: bool = True  # learn each host's pace from its 429/503/timeouts (AIMD) and open circuits
+    max_age: float = 86_400.0  # a callback held back by its host's circuit is dead-lettered past this age
+    circuit_probe: float = 10.0  # seconds between probes of an open circuit
+    after_commit: bool = False  # release an image task's callback only after its final row is committed
     timeout: float = 10.0
     connect_timeout: float = 3.0
     claim_idle: float = 30.0

@@ -18,11 +18,13 @@ from typing import Any
 
 from .. import redact
 from ..errors import SettingsError
+from ..streams.shards import MAX_SHARDS
 from .parsers import (
     PILLOW_MAX_PIXELS,
     _bool,
     _broker_url,
     _database_url,
+    _host_rates,
     _image_formats,
     _model_url,
     _model_url_prefixes,
@@ -60,12 +62,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_URL", "database_url", _database_url, "sqlite:///path or postgresql+psycopg2://..."),
     Variable("WORKER_NAMESPACE", "namespace", _namespace, "letters, digits, '_', '.', '-'"),
     Variable("CALLBACK_QUEUE", "queue", _namespace, "letters, digits, '_', '.', '-'"),
-    Variable("CALLBACK_SHARDS", "shards", _number(int, low=1, high=256), "an integer 1..256 (queues per namespace)"),
+    Variable(
+        "CALLBACK_SHARDS", "shards", _number(int, low=1, high=MAX_SHARDS), "an integer 1..256 (queues per namespace)"
+    ),
     Variable("CALLBACK_BATCH_SIZE", "batch_size", _number(int, low=1, high=10_000), "an integer 1..10000"),
     Variable("CALLBACK_MIN_INTERVAL", "min_interval", _number(float, low=0, low_open=True), "seconds > 0"),
     Variable("CALLBACK_MAX_DELAY", "max_delay", _number(float, low=0.01, high=60), "seconds 0.01..60"),
     Variable("CALLBACK_RATE", "rate", _number(float, low=0, low_open=True), "deliveries per second > 0"),
     Variable("CALLBACK_HOST_CONCURRENCY", "host_concurrency", _number(int, low=1, high=10_000), "an integer >= 1"),
+    Variable("CALLBACK_HOST_RATE", "host_rate", _number(float, low=0), "deliveries per second >= 0 (0: no ceiling)"),
+    Variable("CALLBACK_HOST_RATES", "host_rates", _host_rates, 'a JSON object {"host:port": deliveries per second}'),
+    Variable("CALLBACK_ADAPTIVE", "adaptive", _bool, "1/0, true/false, yes/no, on/off"),
+    Variable("CALLBACK_MAX_AGE", "max_age", _number(float, low=60), "seconds >= 60"),
+    Variable("CALLBACK_CIRCUIT_PROBE", "circuit_probe", _number(float, low=0.1, high=3600), "seconds 0.1..3600"),
+    Variable("CALLBACK_AFTER_COMMIT", "after_commit", _bool, "1/0, true/false, yes/no, on/off"),
     Variable("CALLBACK_TIMEOUT", "timeout", _number(float, low=0, low_open=True, high=300), "seconds (0, 300]"),
     Variable(
         "CALLBACK_CONNECT_TIMEOUT", "connect_timeout", _number(float, low=0, low_open=True, high=300), "seconds > 0"

@@ -19,12 +19,15 @@ from redis.retry import Retry
 
 T = TypeVar("T")
 
+# A cluster client's own failures (no reachable node, slots not covered) are not RedisErrors in redis-py.
+CLUSTER_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisClusterException,)
+
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 10.0
 
 # What a Redis call may raise besides the project's own errors: Redis unreachable, a timeout,
 # an error reply no operation converts. Callers retry later (the leader's and the writer's loops).
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError, *CLUSTER_ERRORS)
 
 
 def _options(retries: int) -> dict[str, object]:
@@ -38,25 +41,54 @@ def _options(retries: int) -> dict[str, object]:
     }
 
 
-def sync_client(url: str, *, retries: int = 2) -> redis.Redis:
-    """A blocking client (producer, operators, watchdog).
+def sync_client(url: str, *, retries: int = 2) -> Any:
+    """A blocking client (producer, operators, watchdog, status writer): a ``RedisCluster`` on a cluster node.
 
     A retried XADD may enqueue a callback twice; both copies carry the same
     ``webhook-id``, which is what receivers deduplicate on.
     """
+    if is_cluster_node(url):
+        return redis.RedisCluster.from_url(url, **_cluster_options(retries))
     return redis.Redis.from_url(url, **_options(retries))  # type: ignore[arg-type]
 
 
-def async_client(url: str) -> aioredis.Redis:
+def async_client(url: str) -> Any:
     """An asyncio client for the leader: no automatic retries, the loop retries itself.
 
     Replies are decoded to ``str`` by the parser (hiredis, in C), not field by field in Python.
     Bytes that are not UTF-8 become lone surrogates instead of failing the whole reply (a
     strict decode would fail a read after Redis had already delivered every entry of it);
-    the entry decoder then sets such an entry aside.
+    the entry decoder then sets such an entry aside. On a cluster node, a ``RedisCluster``.
     """
-    options = {**_options(0), "decode_responses": True, "encoding_errors": "surrogateescape"}
-    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    decoding = {"decode_responses": True, "encoding_errors": "surrogateescape"}
+    if is_cluster_node(url):
+        return aioredis.RedisCluster.from_url(url, **_cluster_options(0), **decoding)
+    return aioredis.Redis.from_url(url, **_options(0), **decoding)  # type: ignore[arg-type]
+
+
+def _cluster_options(retries: int) -> dict[str, Any]:
+    # A cluster client follows MOVED/ASK itself and refreshes its slot map on a node's failure;
+    # retries beyond that stay the callers' (as for a single Redis).
+    options: dict[str, Any] = {**_options(retries)}
+    options.pop("retry_on_error")
+    options.pop("health_check_interval")
+    return options
+
+
+_MODES: dict[str, bool] = {}  # URL -> whether it is a cluster node: a server does not change mode while it runs
+
+
+def is_cluster_node(url: str) -> bool | None:
+    """Whether ``url`` names a node of a Redis Cluster (``INFO cluster``); ``None`` when Redis does not answer.
+
+    Asked once per URL and process; an unanswered question is asked again next time.
+    """
+    if url not in _MODES:
+        answer = _ask_cluster(url)
+        if answer is None:
+            return None
+        _MODES[url] = answer
+    return _MODES[url]
 
 
 async def cancellable(call: Awaitable[T]) -> T:
@@ -76,8 +108,7 @@ async def cancellable(call: Awaitable[T]) -> T:
     return result
 
 
-def is_cluster_node(url: str) -> bool | None:
-    """Whether ``url`` names a node of a Redis Cluster (``INFO cluster``); ``None`` when Redis does not answer."""
+def _ask_cluster(url: str) -> bool | None:
     client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
     try:
         info: Any = client.info("cluster")

@@ -29,6 +29,9 @@ key                             type    holds
 ``cbw:{default}:writer:info``   hash    the writer's ``holder``, ``epoch``, times: as ``leader:info``.
 ``cbw:{default}:writer:epoch``  string  the writer's fencing epoch, +1 on every acquisition.
 ``cbw:{default}:writer:vote``   string  debounces the watchdogs' "start a status writer" message.
+``cbw:{default}:status:committed`` string  shard 0's last status entry id the writer committed (after-commit).
+``cbw:{default}:hosts``         hash    learned state per host:port (JSON: rate, pause, circuit, last status).
+``cbw:{default}:hosts:paused``  hash    hosts an operator paused: host:port -> until (ms; 0 = until resumed).
 ``cbw:{default}:shards``        set     every shard count a producer or worker used (``CALLBACK_SHARDS``):
                                         shards past the current count are led until they drain.
 ``cbw:{default}:fleet``         hash    worker processes leading shards: holder -> ``<shards led>:<ms>``,
@@ -157,6 +160,21 @@ class Keys:
     @property
     def status_election(self) -> str:
         return f"{self._home}:writer:vote"
+
+    @property
+    def status_committed(self) -> str:
+        """The id of shard 0's last status entry whose updates the writer has committed (CALLBACK_AFTER_COMMIT)."""
+        return f"{self._home}:status:committed"
+
+    @property
+    def hosts(self) -> str:
+        """This shard's learned per-host state: host:port -> JSON (rate, pause, circuit, last status)."""
+        return f"{self._tag}:hosts"
+
+    @property
+    def hosts_paused(self) -> str:
+        """Hosts of this shard an operator paused: host:port -> until (ms; 0: until resumed)."""
+        return f"{self._tag}:hosts:paused"
 
     @property
     def shard_counts(self) -> str:

@@ -29,6 +29,7 @@ from .groups import (
 from .keys import GROUP, Keys
 from .protocol import Batch, Command, Operation, Script
 from .settlement import Settlement
+from .snapshot import now_ms
 from .status import callback_queued
 
 PAGE = 500  # entries per XRANGE when a whole stream is read
@@ -58,12 +59,6 @@ class HandedBack:
 
     handed_back: int = 0
     dead_lettered: int = 0
-
-
-def now_ms() -> Operation[int]:
-    """The Redis clock in milliseconds (the scripts' clock)."""
-    sec, usec = yield Command("time")
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def ensure_group(keys: Keys) -> Operation[None]:
@@ -111,7 +106,7 @@ def hand_back(
         nonlocal handed, dead
         entries, malformed = _entries(messages)
         times = yield from deliveries(keys.stream, GROUP, consumer, [e.stream_id or "" for e in entries])
-        settlement, now = Settlement(), (yield from now_ms())
+        settlement, now = Settlement(), (yield from now_ms(keys))
         for record in malformed:
             settlement.aside(record, now)
             dead += 1
@@ -162,7 +157,7 @@ def replay(keys: Keys, ids: Sequence[str]) -> Operation[int]:
     """
     if not ids:
         return 0
-    now = yield from now_ms()
+    now = yield from now_ms(keys)
     found = yield Batch(tuple(Command("xrange", (keys.dead, sid, sid)) for sid in ids))
     args: list[object] = []
     for sid, raw in (row for rows in found for row in rows or []):

@@ -19,10 +19,12 @@ from collections.abc import Generator
 from typing import Any
 from urllib.parse import urlsplit
 
+from .client import text
 from .keys import Keys
 from .protocol import Command
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_SHARDS = 256  # CALLBACK_SHARDS' upper bound: a larger (or garbled) recorded count is ignored
 
 
 def host_port(url: str) -> str:
@@ -51,5 +53,5 @@ def record_count(keys: Keys, shards: int) -> Generator[Command, Any, None]:
 def counts_in_use(keys: Keys, configured: int) -> Generator[Command, Any, int]:
     """Operation: how many shards may hold work: the largest count ever recorded, at least ``configured``."""
     members = yield Command("smembers", (keys.shard_counts,))
-    counts = [int(m) for m in (v.decode() if isinstance(v, bytes) else str(v) for v in members or ()) if m.isdigit()]
-    return max([configured, *counts])
+    counts = [int(m) for m in map(text, members or ()) if m.isascii() and m.isdigit() and len(m) <= 3]
+    return max([configured, *(count for count in counts if count <= MAX_SHARDS)])

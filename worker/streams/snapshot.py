@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .client import text, texts
 from .groups import ConsumerInfo, GroupInfo, find_consumers, find_group, id_order
 from .keys import GROUP, Keys
-from .protocol import Batch, Command, Operation
+from .protocol import Batch, Command, Operation, Script
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,26 @@ class QueueState:
     consumers: list[ConsumerInfo] = field(default_factory=list)
 
 
+def now_ms(keys: Keys) -> Operation[int]:
+    """The clock of the Redis (node) holding ``keys``, in milliseconds: the scripts' clock."""
+    sec, usec = yield Script("clock", (keys.stream,))
+    return int(sec) * 1000 + int(usec) // 1000
+
+
 def snapshot(keys: Keys) -> Operation[QueueSnapshot]:
-    """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: one round trip."""
-    length, groups, first, delayed, dead, (sec, usec) = yield Batch(
+    """Backlog, pending, lag, age of the oldest entry, delayed and dead-letter counts: two round trips."""
+    now = yield from now_ms(keys)
+    length, groups, first, delayed, dead = yield Batch(
         (
             Command("xlen", (keys.stream,)),
             Command("xinfo_groups", (keys.stream,)),
             Command("xrange", (keys.stream,), {"count": 1}),
             Command("zcard", (keys.delayed,)),
             Command("xlen", (keys.dead,)),
-            Command("time"),
         ),
         raise_on_error=False,
     )
     group = find_group(groups, GROUP)
-    now = int(sec) * 1000 + int(usec) // 1000
     oldest = (now - id_order(text(first[0][0]))[0]) / 1000 if first else 0.0
     return QueueSnapshot(
         length=int(length) if isinstance(length, int) else 0,
@@ -70,10 +75,10 @@ def snapshot(keys: Keys) -> Operation[QueueSnapshot]:
 
 
 def state(keys: Keys) -> Operation[QueueState]:
-    """The queue, the delayed set, the dead letters, the leader lease, the counters, the group: two round trips."""
-    (sec, usec), length, first, delayed, head, dead, held, ttl, info, stats = yield Batch(
+    """The queue, the delayed set, the dead letters, the leader lease, the counters, the group: three round trips."""
+    now = yield from now_ms(keys)
+    length, first, delayed, head, dead, held, ttl, info, stats = yield Batch(
         (
-            Command("time"),
             Command("xlen", (keys.stream,)),
             Command("xrange", (keys.stream,), {"count": 1}),
             Command("zcard", (keys.delayed,)),
@@ -91,7 +96,7 @@ def state(keys: Keys) -> Operation[QueueState]:
     )
     group = find_group(groups, GROUP)
     return QueueState(
-        now_ms=int(sec) * 1000 + int(usec) // 1000,
+        now_ms=now,
         length=int(length),
         oldest_ms=id_order(text(first[0][0]))[0] if first else None,
         delayed=int(delayed),

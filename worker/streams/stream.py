@@ -72,7 +72,7 @@ class SyncCallbackStream:
 
     def now_ms(self) -> int:
         """The Redis clock in milliseconds (the scripts' clock)."""
-        return self._driver.run(queue.now_ms())
+        return self._driver.run(snapshot.now_ms(self.keys))
 
     def state(self) -> QueueState:
         """Everything ``ops status`` shows of the queue, but the status writer."""

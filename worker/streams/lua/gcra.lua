@@ -1,5 +1,5 @@
 -- Reserve delivery start slots at a global rate (GCRA, no burst allowance).
--- Mirrors worker.pacing.reserve(); both are tested against each other.
+-- Mirrors worker.streams.pace.reserve(); both are tested against each other.
 --
 -- KEYS[1] pace      string: theoretical arrival time (TAT), µs on the Redis clock
 -- ARGV[1] interval  µs between two starts (1e6 / rate)
