@@ -12,6 +12,8 @@ library and records every arrival. Paths choose its behaviour:
                          function of (webhook-id, attempt) (:func:`chaos_fails`), so a test can tell
                          afterwards which arrivals were answered 2xx
 ``/retry-after/<s>``     first attempt 429 with ``Retry-After: <s>``, then 204
+``/limit/<rate>``        204 up to ``rate`` per second (a token bucket per path), beyond: 429, ``Retry-After: 1``
+``/outage/<s>``          503 to everything for ``s`` seconds after the path's first request, then 204
 ``/slow/<ms>``           waits ``ms`` milliseconds, then 204
 ``/hang``                never answers (until the client gives up)
 ``/redirect``            302 to ``/ok`` (the worker must not follow it)
@@ -67,6 +69,9 @@ class Receiver:
         self.arrivals: list[Arrival] = []
         self.counts: Counter[str] = Counter()
         self._attempts: Counter[tuple[str, str]] = Counter()
+        self.answers: list[tuple[float, str, int]] = []  # (time, path, status) of every response
+        self._buckets: dict[str, tuple[float, float]] = {}  # /limit/<rate>: path -> (tokens, last refill)
+        self._outages: dict[str, float] = {}  # /outage/<seconds>: path -> first arrival
         self.port = 0
         self._server: BackgroundServer | None = None
 
@@ -113,7 +118,26 @@ class Receiver:
             self.counts[path] += 1
             self._attempts[(path, webhook_id)] += 1
             attempt = self._attempts[(path, webhook_id)]
-        return await self._respond(path, attempt, webhook_id)
+        response = await self._respond(path, attempt, webhook_id)
+        with self._lock:
+            self.answers.append((time.time(), path, response.status))
+        return response
+
+    def _within_limit(self, path: str, rate: float) -> bool:
+        # A token bucket per path: ``rate`` per second, a burst of a fifth of a second.
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(path, (max(1.0, rate / 5), now))
+            tokens = min(max(1.0, rate / 5), tokens + (now - last) * rate)
+            allowed = tokens >= 1.0
+            self._buckets[path] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+    def _in_outage(self, path: str, seconds: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            first = self._outages.setdefault(path, now)
+        return now - first < seconds
 
     async def _respond(self, path: str, attempt: int, webhook_id: str) -> web.StreamResponse:
         parts = path.strip("/").split("/")
@@ -129,6 +153,14 @@ class Receiver:
         if head == "retry-after":
             if attempt == 1:
                 return web.Response(status=429, headers={"Retry-After": arg})
+            return web.Response(status=204)
+        if head == "limit":  # accepts <arg> per second; beyond: 429 with Retry-After: 1
+            if self._within_limit(path, float(arg)):
+                return web.Response(status=204)
+            return web.Response(status=429, headers={"Retry-After": "1"}, text="slow down")
+        if head == "outage":  # 503 to everything for <arg> seconds after the first request, then 204
+            if self._in_outage(path, float(arg)):
+                return web.Response(status=503, text="down")
             return web.Response(status=204)
         if head == "slow":
             await asyncio.sleep(int(arg) / 1000)

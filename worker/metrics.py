@@ -74,6 +74,18 @@ EPOCH = _queue_gauge("cbw_leader_epoch", "Fencing epoch of the current leader.")
 # Summed over live processes: exactly 1 per shard when all is well.
 LEADER = Gauge("cbw_leader", "Processes leading the shard.", ["namespace", "shard"], multiprocess_mode="livesum")
 IN_FLIGHT = Gauge("cbw_in_flight", "Deliveries in flight.", ["namespace", "shard"], multiprocess_mode="livesum")
+CIRCUITS_OPEN = Gauge(
+    "cbw_host_circuits_open",
+    "Hosts whose circuit is open or half-open (their callbacks wait, no attempts but probes).",
+    ["namespace", "shard"],
+    multiprocess_mode="livesum",
+)
+HOSTS_HELD = Gauge(
+    "cbw_hosts_held",
+    "Hosts held back beyond their spacing: a Retry-After, an open circuit or an operator's pause.",
+    ["namespace", "shard"],
+    multiprocess_mode="livesum",
+)
 SATURATED = Gauge(
     "cbw_hosts_saturated",
     "Hosts with every delivery slot in use.",
@@ -125,8 +137,12 @@ class DeliveryMetrics(DeliveryObserver):
         LEADER.labels(namespace, self.shard).set(1 if leads else 0)
         EPOCH.labels(namespace, self.shard).set(epoch)
         if not leads:
-            IN_FLIGHT.labels(namespace, self.shard).set(0)
-            SATURATED.labels(namespace, self.shard).set(0)
+            for gauge in (IN_FLIGHT, SATURATED, CIRCUITS_OPEN, HOSTS_HELD):
+                gauge.labels(namespace, self.shard).set(0)
+
+    def hosts_sampled(self, open_circuits: int, held: int) -> None:
+        CIRCUITS_OPEN.labels(self.namespace, self.shard).set(open_circuits)
+        HOSTS_HELD.labels(self.namespace, self.shard).set(held)
 
     def waited_for_pace(self, seconds: float) -> None:
         PACE_WAIT.labels(self.namespace).inc(seconds)

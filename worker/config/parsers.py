@@ -177,7 +177,7 @@ def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
         host, _, port = target.rpartition(":")
         shown = repr(redact.clip(target, 80))
         if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or not host.isprintable():
-            raise ValueError(f"{shown} is not host:port (e.g. \"api.example.com:443\")")
+            raise ValueError(f'{shown} is not host:port (e.g. "api.example.com:443")')
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not (0 < rate <= 1e6):
             raise ValueError(f"the rate for {shown} must be a number of deliveries per second in (0, 1000000]")
         rates[f"{host.lower()}:{int(port)}"] = float(rate)

@@ -13,18 +13,28 @@ sheds what should not wait in memory any longer:
   never mistaken for the pending entry of a silent consumer and reclaimed.
 
 A host that merely waits for the global pace is not saturated: it is never
-refused or shed for its size.
+refused or shed for its size. A host held back by its own pace beyond its
+spacing (a Retry-After, an open circuit, an operator's pause; see
+:mod:`.adaptive`) counts as saturated: it keeps its share, the rest is deferred.
+
+Each host also has a :class:`~.adaptive.HostPace`: its learned (or configured)
+rate spaces its starts, and :meth:`HostQueues.take` passes over a host whose
+next start is not due yet.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..streams.entry import CallbackEntry
 from ..streams.shards import host_port
+from . import adaptive
+from .adaptive import HostPace
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
@@ -45,17 +55,36 @@ def host_of(url: str) -> str:
     return host_port(url)
 
 
-class HostQueues:
-    """Waiting callbacks grouped by host, with at most ``concurrency`` in flight per host."""
+READY_SLACK = 0.001  # seconds: a host due this soon may start now
+ALLOWANCE = 0.25  # seconds of a host's rate one reservation may count for it
 
-    def __init__(self, concurrency: int, buffer: int, min_share: int = 1, max_wait: float = float("inf")) -> None:
+
+class HostQueues:
+    """Waiting callbacks grouped by host, with at most ``concurrency`` in flight per host, each host paced."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        buffer: int,
+        min_share: int = 1,
+        max_wait: float = float("inf"),
+        *,
+        ceiling: Callable[[str], float] = lambda host: math.inf,
+        adaptive: bool = False,
+        probe_interval: float = 10.0,
+    ) -> None:
         self.concurrency = concurrency
         self.buffer = buffer
         self.min_share = max(1, min_share)
         self.max_wait = max_wait
+        self.ceiling = ceiling  # host -> the most it is paced at
+        self.adaptive = adaptive  # learn from refusals and failures (else only the ceilings apply)
+        self.probe_interval = probe_interval
         self._waiting: OrderedDict[str, deque[tuple[CallbackEntry, float]]] = OrderedDict()
         self._in_flight: dict[str, int] = {}
         self._held: set[str] = set()
+        self._probes: set[str] = set()  # entries in flight as an open circuit's probe
+        self.paces: dict[str, HostPace] = {}
         self.waiting = 0
         self.in_flight = 0
 
@@ -67,8 +96,21 @@ class HostQueues:
         """Whether this entry is already waiting or in flight here."""
         return stream_id in self._held
 
-    def _saturated(self, host: str) -> bool:
-        return self._in_flight.get(host, 0) >= self.concurrency
+    def _saturated(self, host: str, now: float | None = None) -> bool:
+        if self._in_flight.get(host, 0) >= self.concurrency:
+            return True
+        pace = self.paces.get(host)
+        return pace is not None and pace.blocked(time.time() if now is None else now)
+
+    def pace(self, host: str) -> HostPace:
+        """The host's pace, made at its ceiling when first seen."""
+        pace = self.paces.get(host)
+        if pace is None:
+            pace = self.paces[host] = HostPace(rate=self.ceiling(host))
+        return pace
+
+    def _ready(self, host: str, now: float) -> bool:
+        return self._in_flight.get(host, 0) < self.concurrency and self.pace(host).ready_at() <= now + READY_SLACK
 
     def share(self) -> int:
         """How many waiting entries a saturated host may keep: its fair part of the buffer."""
@@ -87,18 +129,30 @@ class HostQueues:
         self.waiting += 1
         return True
 
-    def startable(self) -> int:
-        """How many waiting entries could start now (hosts with a free slot)."""
+    def startable(self, now: float | None = None) -> int:
+        """How many waiting entries could start now (hosts with a free slot whose pace lets them start)."""
+        now = time.time() if now is None else now
         total = 0
         for host, queue in self._waiting.items():
+            if not self._ready(host, now):
+                continue
             free = self.concurrency - self._in_flight.get(host, 0)
-            total += min(free, len(queue))
+            allowance = max(1, int(min(self.pace(host).rate, 1e9) * ALLOWANCE))
+            total += min(free, len(queue), allowance)
         return total
 
-    def take(self) -> CallbackEntry | None:
-        """The next entry to start, round-robin over hosts with a free slot; marks it in flight."""
+    def next_ready(self, now: float | None = None) -> float | None:
+        """Seconds until a waiting host with a free slot may start (``None``: none will by itself)."""
+        now = time.time() if now is None else now
+        due = [self.pace(host).ready_at() for host in self._waiting if self._in_flight.get(host, 0) < self.concurrency]
+        soonest = min(due, default=math.inf)
+        return None if soonest == math.inf else max(0.0, soonest - now)
+
+    def take(self, now: float | None = None) -> CallbackEntry | None:
+        """The next entry to start, round-robin over hosts that may start now; marks it in flight."""
+        now = time.time() if now is None else now
         for host in list(self._waiting):
-            if self._saturated(host):
+            if not self._ready(host, now):
                 continue
             queue = self._waiting[host]
             entry, _ = queue.popleft()
@@ -109,8 +163,34 @@ class HostQueues:
             self._in_flight[host] = self._in_flight.get(host, 0) + 1
             self.waiting -= 1
             self.in_flight += 1
+            if adaptive.start(self.pace(host), now):
+                self._probes.add(_identity(entry))
             return entry
         return None
+
+    def learn(
+        self, entry: CallbackEntry, status: int | None, error: str | None, retry_after: float | None, now: float
+    ) -> None:
+        """What an attempt's answer says about its host (call before :meth:`done`)."""
+        host = host_of(entry.url)
+        pace = self.pace(host)
+        probe = _identity(entry) in self._probes
+        if self.adaptive:
+            ceiling = self.ceiling(host)
+            adaptive.observe(
+                pace,
+                now,
+                status=status,
+                error=error,
+                retry_after=retry_after,
+                probe=probe,
+                ceiling=ceiling,
+                probe_interval=self.probe_interval,
+            )
+        else:
+            pace.last_status = status
+        if probe and pace.circuit == adaptive.HALF_OPEN:  # its answer said nothing of the host (our own guard)
+            pace.circuit, pace.probe_at = adaptive.OPEN, now + self.probe_interval
 
     def done(self, entry: CallbackEntry) -> None:
         """An in-flight entry finished (whatever the outcome)."""
@@ -122,17 +202,19 @@ class HostQueues:
             del self._in_flight[host]
         self.in_flight -= 1
         self._held.discard(_identity(entry))
+        self._probes.discard(_identity(entry))
 
     def shed(self, now: float | None = None) -> list[CallbackEntry]:
         """Remove and return what should wait elsewhere: a saturated host's overflow and overdue entries."""
         now = time.monotonic() if now is None else now
+        wall = time.time()
         share = self.share()
         out: list[CallbackEntry] = []
         for host in list(self._waiting):
             queue = self._waiting[host]
             while queue and now - queue[0][1] >= self.max_wait:
                 out.append(queue.popleft()[0])
-            if self._saturated(host):
+            if self._saturated(host, wall):
                 while len(queue) > share:
                     out.append(queue.pop()[0])
             if not queue:
@@ -155,6 +237,33 @@ class HostQueues:
     def saturated_hosts(self) -> int:
         """Hosts with every slot in use (for metrics and status)."""
         return sum(1 for count in self._in_flight.values() if count >= self.concurrency)
+
+    def load(self, host: str) -> tuple[int, int]:
+        """``(in flight, waiting)`` of ``host``."""
+        return self._in_flight.get(host, 0), len(self._waiting.get(host, ()))
+
+    def recast(self, ceiling: Callable[[str], float], adaptive_on: bool) -> None:
+        """New ceilings (a run-time change): no host is paced above its ceiling; without adaptation, at it."""
+        self.ceiling, self.adaptive = ceiling, adaptive_on
+        for host, pace in self.paces.items():
+            top = ceiling(host)
+            pace.rate = min(pace.rate, top) if adaptive_on and pace.capacity else top
+            pace.changed = True
+
+    def forget_quiet(self, now: float, quiet: float) -> list[str]:
+        """Drop the paces of hosts idle (nothing waiting or in flight, no answer) for ``quiet`` s; their names."""
+        gone = [
+            host
+            for host, pace in self.paces.items()
+            if host not in self._waiting
+            and host not in self._in_flight
+            and now - max(pace.last_success, pace.cut_at, pace.paused_until) > quiet
+            and pace.held_until == 0
+            and pace.circuit == adaptive.CLOSED
+        ]
+        for host in gone:
+            del self.paces[host]
+        return gone
 
 
 def _identity(entry: CallbackEntry) -> str:

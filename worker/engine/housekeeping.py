@@ -19,6 +19,7 @@ from ..errors import LeaseLost
 from ..streams.status import now_ms
 from ..streams.stream import CallbackStream, QueueSnapshot
 from .backoff import back_off
+from .host_keeper import HostKeeper
 from .hosts import HostQueues
 from .intake import Intake
 from .observer import DeliveryObserver
@@ -43,6 +44,7 @@ class Housekeeper:
         *,
         lose: Callable[[str], None],
         burst: bool = False,
+        hosts: HostKeeper | None = None,
     ) -> None:
         self.settings = settings  # the leader's, replaced when it is reconfigured
         self.stream = stream
@@ -54,6 +56,7 @@ class Housekeeper:
         self.idle = False  # burst mode: the queue was found idle, the leader may stop
         self.fenced = False  # a reclaim was refused: the lease is another leader's, passes are over
         self._lose = lose
+        self.hosts = hosts
 
     async def run(self, consumer: str, fence: Callable[[], tuple[str, int]]) -> None:
         """Pass after pass as ``consumer`` under the lease's ``fence`` (token, epoch), until cancelled or fenced off."""
@@ -79,6 +82,8 @@ class Housekeeper:
         await self._promote_due(settings.batch_size * PROMOTE_BATCHES)
         self.intake.shed()
         await self._reclaim(settings, consumer, fence)
+        if self.hosts is not None:
+            await self.hosts.sync()
         snapshot = await self.stream.snapshot()
         self.observer.sampled(snapshot, self.queues.in_flight, self.queues.saturated_hosts())
         return self._idle(snapshot)

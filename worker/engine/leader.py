@@ -32,17 +32,20 @@ from redis.exceptions import RedisError
 
 from ..config.runtime import RuntimeFollower
 from ..config.settings import Settings
-from ..delivery.policy import Action
+from ..delivery.policy import Action, parse_retry_after
 from ..delivery.sender import Sender
 from ..delivery.signing import SigningKeys
 from ..streams.entry import CallbackEntry
+from ..streams.host_book import HostBook
 from ..streams.keys import Keys
 from ..streams.lease import AsyncLease, lapsed
 from ..streams.pace import Pace
 from ..streams.status import now_ms
 from ..streams.stream import CallbackStream
 from . import attempt
-from .backoff import back_off
+from .adaptive import ceilings
+from .backoff import back_off, wait_for_event
+from .host_keeper import HostKeeper
 from .hosts import HostQueues, host_limits
 from .housekeeping import Housekeeper
 from .intake import Intake
@@ -90,12 +93,28 @@ class Leader:
         self.observer = observer or DeliveryObserver()
         self.should_stop = should_stop
         buffer, min_share = host_limits(settings)
-        self.queues = HostQueues(settings.host_concurrency, buffer, min_share, max_wait=settings.claim_idle / 3)
+        self.queues = HostQueues(
+            settings.host_concurrency,
+            buffer,
+            min_share,
+            max_wait=settings.claim_idle / 3,
+            ceiling=ceilings(settings),
+            adaptive=settings.adaptive,
+            probe_interval=settings.circuit_probe,
+        )
+        self.host_keeper = HostKeeper(HostBook(client, self.keys), self.queues, self.observer)
         self._work = asyncio.Event()  # entries wait for dispatch
         self.settler = Settler(self.stream, settings.batch_size)
         self.intake = Intake(settings, self.stream, self.queues, self.settler, self.observer, work=self._work)
         self.housekeeper = Housekeeper(
-            settings, self.stream, self.intake, self.settler, self.observer, lose=self._lose, burst=burst
+            settings,
+            self.stream,
+            self.intake,
+            self.settler,
+            self.observer,
+            lose=self._lose,
+            burst=burst,
+            hosts=self.host_keeper,
         )
         self._client = client
         self._stopping = False
@@ -120,6 +139,8 @@ class Leader:
         log.info("leading %s as %s (epoch %d)", self.keys.stream, self.consumer, state.epoch)
         self.observer.leading(self.settings.namespace, state.epoch, True)
         await self.stream.ensure_group()
+        with contextlib.suppress(RedisError, OSError):  # without them, hosts are learned afresh
+            await self.host_keeper.restore()
         if (settings := await self.runtime.poll_async(self._client)) is not None:
             self.reconfigure(settings)
         loops = {
@@ -185,7 +206,7 @@ class Leader:
             startable = self.queues.startable()
             if startable == 0:
                 self._work.clear()
-                await self._work.wait()
+                await wait_for_event(self._work, self.queues.next_ready())  # work, or a host's pace lets it start
                 continue
             asked = loop.time()
             try:
@@ -226,6 +247,8 @@ class Leader:
             self.observer.sending(entry)
             self.settler.sending(attempt.sending(entry, now_ms()))
             result = await self.sender.send(entry)
+            now = time.time()
+            self.queues.learn(entry, result.status, result.error, parse_retry_after(result.retry_after, now), now)
             outcome = attempt.judge(self.settings, entry, result)
             self.settler.attempted(outcome)
             if outcome.decision.action is Action.DELIVERED:
@@ -271,6 +294,7 @@ class Leader:
         self.settings = self.intake.settings = self.housekeeper.settings = settings
         self.pace = Pace(self._client, self.keys.pace, settings.rate)
         self.queues.reshape(settings.host_concurrency, *host_limits(settings))
+        self.queues.recast(ceilings(settings), settings.adaptive)
         self.settler.batch_size = settings.batch_size
         self.sender.use_keys(SigningKeys.from_settings(settings))
         self._work.set()

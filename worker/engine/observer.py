@@ -34,3 +34,6 @@ class DeliveryObserver:
 
     def sampled(self, snapshot: QueueSnapshot, in_flight: int, saturated_hosts: int) -> None:
         """A periodic look at the queue (every housekeeping pass of the leader)."""
+
+    def hosts_sampled(self, open_circuits: int, held: int) -> None:
+        """A periodic look at the hosts: circuits not closed, hosts held back (a pause, Retry-After, a circuit)."""

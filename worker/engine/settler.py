@@ -15,7 +15,6 @@ final state overwrite every field of it anyway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.exceptions import RedisError
@@ -25,6 +24,7 @@ from ..streams.settlement import Settlement
 from ..streams.status import StatusUpdate, now_ms
 from ..streams.stream import CallbackStream
 from .attempt import Outcome, record_outcome, record_poison
+from .backoff import wait_for_event
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ class Settler:
             if self.empty:  # idle: sleep until something is collected, not every few ms
                 self._pending.clear()
                 await self._pending.wait()
-            # Gather for a moment, unless the batch is full. Not asyncio.wait_for: on Python 3.11 it swallows
-            # a cancellation that arrives as the event is set, and a leader stepping down waited forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SETTLE_EVERY):
-                    await self._now.wait()
+            await wait_for_event(self._now, SETTLE_EVERY)  # gather for a moment, unless the batch is full
             self._now.clear()
             await self.flush(retries=0)
 
