@@ -12,11 +12,13 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from testkit.receiver import Receiver
 
-from . import details, enqueue_rate, image_bench, latency, pacing, status_bench
+from . import details, enqueue_rate, image_bench, latency, memory_bench, pacing, shards_bench, status_bench
 from .figures import Figures, rows
 from .harness import ROOT, SECRET, WORKER_PROCESSES, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
 from .profiles import PACED, UNPACED
@@ -99,6 +101,22 @@ def image_section() -> tuple[str, str]:
     return "Image pipeline", markdown_table(["metric", "ours", "unit", "notes"], lines)
 
 
+# The sections after the figures, by ``--only`` name, in the report's order: what the progress line says,
+# and what returns the section's (title, Markdown).
+SECTIONS: dict[str, tuple[str, Callable[[Progress], tuple[str, str]]]] = {
+    "status": (
+        "status writer: 10,000 updates at 1,000/s, and 1,000-row flushes (PostgreSQL)",
+        lambda step: status_writer_section(),
+    ),
+    "images": (
+        "image pipeline: tasks/s on 1 and 2 threads, memory per task (3 input kinds)",
+        lambda step: image_section(),
+    ),
+    "shards": ("many hosts and shards: 8 hosts, 1 to 4 shards, 1 or 2 processes", shards_bench.run),
+    "memory": ("memory with 100,000 queued: every worker process's RSS", memory_bench.run),
+}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (the defaults are what ``make bench`` runs)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -107,34 +125,56 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=200, help="single enqueues for the idle latency")
     parser.add_argument("--singles", type=int, default=3000, help="single enqueue() calls for the enqueue rate")
     parser.add_argument("--dramatiq-threads", type=int, default=16, help="threads of the plain Dramatiq baseline")
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="Markdown report ('-': none)")
+    parser.add_argument(
+        "--output",
+        help="Markdown report ('-': none); default BENCHMARKS.md; with --only: none, or a file for that section alone",
+    )
+    parser.add_argument("--only", choices=["figures", *SECTIONS], help="run one part alone and print it")
     return parser.parse_args(argv)
+
+
+def only(args: argparse.Namespace, step: Progress) -> int:
+    """``--only NAME``: one part alone, printed; a section is also written to ``--output`` if that names a file."""
+    if args.only == "figures":
+        print(text_table(rows(measure(args, step))))
+        return 0
+    what, section = SECTIONS[args.only]
+    step(what)
+    title, body = section(step)
+    print(body)
+    if args.output not in (None, "-"):
+        Path(args.output).write_text(f"## {title}\n\n{body}\n", encoding="utf-8")
+        step(f"wrote {args.output}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the table, write the report."""
     args = parse(argv)
     step = Progress()
+    if args.only:
+        return only(args, step)
     figures = measure(args, step)
     table = rows(figures)
     print(text_table(table))
-    step("status writer: 10,000 updates at 1,000/s, and 1,000-row flushes (PostgreSQL)")
-    writer = status_writer_section()
-    print(writer[1])
-    step("image pipeline: tasks/s on 1 and 2 threads, memory per task (3 input kinds)")
-    images = image_section()
-    print(images[1])
-    if args.output != "-":
+    done = {}
+    for name, (what, section) in SECTIONS.items():
+        step(what)
+        done[name] = section(step)
+        print(done[name][1])
+    output = args.output or str(ROOT / "BENCHMARKS.md")
+    if output != "-":
         preamble = [
             f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench` (`python -m bench`), "
             f"{time.monotonic() - step.started:.0f} s.",
             "",
             f"Machine: {details.machine()}.",
         ]
-        extra = [writer, images, *details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)]
-        with open(args.output, "w", encoding="utf-8") as handle:
+        further = details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)
+        extra = [done["status"], done["images"], *further, done["shards"], done["memory"]]
+        with open(output, "w", encoding="utf-8") as handle:
             handle.write(markdown("Benchmarks", preamble, table, extra))
-        step(f"wrote {args.output}")
+        step(f"wrote {output}")
     return 0
 
 

@@ -12,12 +12,14 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..config.parsers import signing_key
 from ..config.settings import Settings
-from . import ed25519
-from .ed25519 import Ed25519PrivateKey
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHOSEN_URLS = 4096  # URLs whose key a SigningKeys remembers (then it starts over): bounded memory
@@ -40,6 +42,8 @@ def headers(
     """
     signed = signature(key, callback_id, timestamp, body)
     if ed25519_key is not None:
+        from . import ed25519  # cryptography costs ~6 MB per process: loaded only with an Ed25519 key
+
         signed += " " + ed25519.signature(ed25519_key, callback_id, timestamp, body)
     return {
         "content-type": "application/json",
@@ -62,7 +66,7 @@ class SigningKeys:
 
     def __init__(self, default_secret: str, by_prefix: Iterable[tuple[str, str]] = (), ed25519_key: str = "") -> None:
         self._default = signing_key(default_secret)
-        self._ed25519 = ed25519.private_key(ed25519_key) if ed25519_key else None
+        self._ed25519 = _private_key(ed25519_key) if ed25519_key else None
         pairs = [(url_prefix(prefix), signing_key(secret)) for prefix, secret in by_prefix]
         self._by_prefix = sorted(pairs, key=lambda pair: -len(pair[0].path))
         self._chosen: dict[str, bytes] = {}  # by URL: parsing one per attempt costs more than signing
@@ -123,3 +127,9 @@ def url_prefix(url: str) -> UrlPrefix:
         raise ValueError("must be an absolute http:// or https:// URL")
     host = parts.hostname.lower().rstrip(".")
     return UrlPrefix(parts.scheme, host, port or DEFAULT_PORTS[parts.scheme], parts.path or "/")
+
+
+def _private_key(secret: str) -> Ed25519PrivateKey:
+    from . import ed25519
+
+    return ed25519.private_key(secret)
