@@ -18,7 +18,17 @@ from pathlib import Path
 
 from testkit.receiver import Receiver
 
-from . import details, enqueue_rate, image_bench, latency, memory_bench, pacing, shards_bench, status_bench
+from . import (
+    adaptive_bench,
+    details,
+    enqueue_rate,
+    image_bench,
+    latency,
+    memory_bench,
+    pacing,
+    shards_bench,
+    status_bench,
+)
 from .figures import Figures, rows
 from .harness import ROOT, SECRET, WORKER_PROCESSES, CallbackWorker, DramatiqProcess, PrivateRedis, ReceiverProcess
 from .profiles import PACED, UNPACED
@@ -114,6 +124,10 @@ SECTIONS: dict[str, tuple[str, Callable[[Progress], tuple[str, str]]]] = {
     ),
     "shards": ("many hosts and shards: 8 hosts, 1 to 4 shards, 1 or 2 processes", shards_bench.run),
     "memory": ("memory with 100,000 queued: every worker process's RSS", memory_bench.run),
+    "adaptive": (
+        "adaptive delivery: receivers taking 20/s and 100/s, 429 beyond; learned pacing on and off",
+        lambda step: adaptive_bench.section(),
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 ``GET /_times?path=/run/x`` returns the arrival times of every POST to that
 path (``&count=1`` returns only the count), so a benchmark in another process
-learns exactly when the last callback of a run arrived. Signatures are not
+learns exactly when the last callback of a run arrived; ``GET /_answers?path=``
+returns ``[time, status]`` of every answer to it (the adaptive benchmark's 429 share). Signatures are not
 verified here: this receiver measures throughput, and verifying would make the
 receiver, not the sender, the bottleneck.
 
@@ -28,8 +29,13 @@ def application(receiver: Receiver) -> web.Application:
         arrivals = [arrival.at for arrival in receiver.snapshot() if arrival.path == path]
         return web.json_response({"count": len(arrivals), "times": arrivals})
 
+    async def answers(request: web.Request) -> web.Response:
+        path = request.query.get("path", "")
+        return web.json_response([[at, status] for at, answered, status in list(receiver.answers) if answered == path])
+
     app = receiver.app()
     app.router.add_get("/_times", times)
+    app.router.add_get("/_answers", answers)
     return app
 
 

@@ -1,4 +1,4 @@
-"""``python -m ops status|recover|unlock|reset|replay|inspect|config``: the operator commands.
+"""``python -m ops status|recover|unlock|reset|replay|inspect|config|keys|host``: the operator commands.
 
 Exit codes: 0 done, 1 refused or not found, 2 configuration error (settings, or Redis unreachable)
 or a malformed command line. Whatever went wrong, it is said in one line on stderr, never as a
@@ -25,11 +25,13 @@ from worker.errors import SettingsError, WorkerError
 from worker.streams.client import sync_client
 from worker.streams.keys import Keys
 
-from . import commands, render
+from . import commands, hosts, render
 
 Command = Callable[[argparse.Namespace, Settings, redis.Redis], int]
 MAX_STREAM_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
 MAX_ARGUMENT_CHARS = 200
+MAX_PAUSE = 366 * 86400.0  # seconds: the longest `host pause --for` (longer: pause until resumed)
+HOST_LIST = 50  # hosts `host list` shows unless --limit says otherwise
 
 
 class UsageError(Exception):
@@ -66,6 +68,25 @@ def _text(text: str) -> str:
     if not text.isprintable() or len(text) > MAX_ARGUMENT_CHARS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_ARGUMENT_CHARS} printable characters")
     return text
+
+
+def _pause_seconds(text: str) -> float:
+    """``host pause --for``: seconds > 0, at most :data:`MAX_PAUSE`."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_PAUSE:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"not a number of seconds > 0 and <= {MAX_PAUSE:.0f}")
+    return value
+
+
+def _host(text: str) -> str:
+    """``host pause|resume HOST``: ``host:port`` or an http(s) URL, as the worker keys the host."""
+    try:
+        return hosts.target(text)
+    except hosts.BadHost as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _item(text: str) -> str:
@@ -117,6 +138,16 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument(
         "items", nargs="*", type=_item, metavar="NAME[=VALUE]", help="set: NAME=VALUE ...; unset: NAME ..."
     )
+    host = sub.add_parser("host", help="receiving hosts: their learned pace and circuit; pause or resume one")
+    actions = host.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="every host's pace, load and circuit, busiest first")
+    limit = f"at most N (default {HOST_LIST}; 0: all)"
+    listing.add_argument("--limit", type=_count, default=HOST_LIST, metavar="N", help=limit)
+    target = _Parser(add_help=False)
+    target.add_argument("host", type=_host, metavar="HOST", help="host:port, or a callback URL (https://host/...)")
+    pause = actions.add_parser("pause", parents=[common, target], help="start none of a host's callbacks")
+    pause.add_argument("--for", dest="seconds", type=_pause_seconds, metavar="SECONDS", help="default: until resumed")
+    actions.add_parser("resume", parents=[common, target], help="end an operator's pause of a host")
     return top
 
 
@@ -190,6 +221,24 @@ def _config(args: argparse.Namespace, settings: Settings, client: redis.Redis) -
     return 0
 
 
+def _host_command(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+    if args.action == "list":
+        listed = hosts.listing(client, settings, args.limit)
+        print(render.as_json(listed) if args.json else render.host_list(listed))
+        return 0
+    if args.action == "pause":
+        result = hosts.pause(client, settings, args.host, args.seconds)
+        text = render.host_paused(result, settings.max_delay)
+    else:
+        result = hosts.resume(client, settings, args.host)
+        text = render.host_resumed(result, settings.max_delay)
+        if not result["resumed"]:
+            print(render.one_line(text), file=sys.stderr)
+            return 1
+    print(render.as_json(result) if args.json else text)
+    return 0
+
+
 def _assignments(items: Sequence[str]) -> dict[str, str]:
     pairs = {}
     for number, item in enumerate(items, 1):
@@ -239,6 +288,7 @@ COMMANDS: dict[str, Command] = {
     "inspect": _inspect,
     "config": _config,
     "keys": _keys,
+    "host": _host_command,
 }
 
 

@@ -96,6 +96,9 @@ def settings_env(namespace: str, redis_url: str, **overrides: Any) -> dict[str, 
         "CALLBACK_RATE": "10000",
         "CALLBACK_HOST_CONCURRENCY": "64",
         "METRICS_PORT": "0",
+        # Off by default here: many tests run image tasks and a leader in-process without a status writer,
+        # and a callback held for its commit would wait for ever there. tests/test_after_commit.py turns it on.
+        "CALLBACK_AFTER_COMMIT": "0",
     }
     env.update({key: str(value) for key, value in overrides.items()})
     return env

@@ -155,3 +155,30 @@ def test_against_a_rate_limited_receiver_few_requests_are_refused_and_most_of_th
     refused, used = simulate(limit)
     assert refused <= 0.10
     assert used >= 0.8
+
+
+def test_callbacks_of_a_paused_host_that_are_older_than_the_max_age_go_to_the_dead_letters(
+    make_settings, receiver, rclient, keys, redis_url
+):
+    import time
+
+    from conftest import run_burst
+
+    from worker.streams import host_book
+    from worker.streams.client import sync_client
+    from worker.streams.protocol import SyncDriver
+    from worker.streams.shards import host_port
+
+    settings = make_settings(CALLBACK_MAX_AGE=3600)
+    client = sync_client(redis_url)
+    SyncDriver(client).run(host_book.pause(keys, host_port(receiver.url), 0))
+    client.close()
+    old = int((time.time() - 7200) * 1000)
+    for n in range(3):
+        entry = CallbackEntry(f"msg_old{n}", f"{receiver.url}/ok", "{}", first_enqueued_ms=old, enqueued_ms=old)
+        rclient.xadd(keys.stream, entry.fields())
+    run_burst(settings)
+    assert receiver.ids() == []  # paused: nothing went out
+    letters = rclient.xrange(keys.dead)
+    assert len(letters) == 3
+    assert all("host unavailable: paused by an operator" in fields["reason"] for _, fields in letters)

@@ -81,8 +81,11 @@ def test_shards_spread_over_the_nodes_and_a_worker_delivers_them_all(
         assert receiver.wait_for(40, timeout=60), worker.output()[-3000:]
     assert sorted(i for r in receivers for i in set(r.ids())) == sorted(ids)
     # The status writer followed every shard's status stream into the database.
-    assert wait_until(lambda: set(rows(cluster_env["DATABASE_URL"]).values()) == {"delivered"}, 30)
-    assert len(rows(cluster_env["DATABASE_URL"])) == len(ids)
+    def all_delivered() -> bool:
+        found = rows(cluster_env["DATABASE_URL"])
+        return len(found) == len(ids) and set(found.values()) == {"delivered"}
+
+    assert wait_until(all_delivered, 30), rows(cluster_env["DATABASE_URL"])
 
 
 def test_a_master_restarted_during_a_burst_loses_nothing(cluster, cluster_env, start_worker, namespace, receivers):

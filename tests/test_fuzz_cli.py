@@ -34,7 +34,12 @@ def _commands() -> dict[str, list[str]]:
     """Each subcommand of the real parser and its option strings."""
     top = parser()
     sub = next(action for action in top._actions if isinstance(action, argparse._SubParsersAction))
-    return {name: [flag for act in sp._actions for flag in act.option_strings] for name, sp in sub.choices.items()}
+
+    def flags(sp: argparse.ArgumentParser) -> list[str]:  # a command's own and those of its actions (``host``)
+        nested = [p for act in sp._actions if isinstance(act, argparse._SubParsersAction) for p in act.choices.values()]
+        return sorted({flag for p in (sp, *nested) for act in p._actions for flag in act.option_strings})
+
+    return {name: flags(sp) for name, sp in sub.choices.items()}
 
 
 COMMANDS = _commands()
@@ -123,10 +128,17 @@ def argvs(draw: st.DrawFn) -> list[str]:
         args += [action, *draw(st.lists(items, max_size=3))]
     elif command == "inspect":
         args.append(draw(ids))
+    elif command == "host":
+        action = draw(garbage) if draw(one_in(8)) else draw(st.sampled_from(["list", "pause", "resume"]))
+        args.append(action)
+        if action != "list" or draw(one_in(8)):
+            args.append(draw(st.sampled_from(["127.0.0.1:9", "https://a.example/x?token=t", "a.example"]) | garbage))
+        if draw(one_in(3)):
+            args += [draw(st.sampled_from(["--for", "--limit"])), draw(numbers)]
     elif command == "replay":
         for flag in draw(st.lists(st.sampled_from(FILTERS), max_size=3)):
             args += [flag, draw(numbers)]
-    plain = [flag for flag in COMMANDS[command] if flag not in ("-h", "--help", *FILTERS)]
+    plain = [flag for flag in COMMANDS[command] if flag not in ("-h", "--help", "--for", "--limit", *FILTERS)]
     args += draw(st.lists(st.sampled_from(plain), max_size=2))
     if draw(one_in(8)):
         args.insert(draw(st.integers(0, len(args))), draw(garbage))

@@ -54,6 +54,7 @@ EXPECTED_ALERTS = {
     "CallbackDeliveryErrorRatio",
     "CallbackStatusWriterFailing",
     "CallbackHostsSaturated",
+    "CallbackCircuitOpen",
 }
 EXPECTED_ROWS = {
     "Throughput",
@@ -294,6 +295,8 @@ def test_the_dashboard_shows_every_metric_asked_for():
         "cbw_leader_epoch",
         "cbw_pacing_wait_seconds_total",
         "cbw_hosts_saturated",
+        "cbw_host_circuits_open",
+        "cbw_hosts_held",
         "cbw_in_flight",
         "cbw_callbacks_deferred_total",
         "cbw_status_updates_total",
@@ -622,6 +625,24 @@ SCENARIOS: list[tuple[str, list[dict[str, str]], list[dict[str, Any]]]] = [
             fires("CallbackHostsSaturated", "10m"),
             fires("CallbackHostsSaturated", "20m", {**NS_A, "severity": "info"}),
         ],
+    ),
+    (
+        "a host's circuit open for 15 minutes",
+        [series("cbw_host_circuits_open", "1x40", **A0)],
+        [
+            fires("CallbackCircuitOpen", "5m"),
+            fires("CallbackCircuitOpen", "15m", {**NS_A, "severity": "warning"}),
+        ],
+    ),
+    (
+        "open circuits in two shards led by two processes: one alert for the namespace",
+        [series("cbw_host_circuits_open", "1x40", **A0), series("cbw_host_circuits_open", "2x40", **A1, **H2)],
+        [fires("CallbackCircuitOpen", "15m", {**NS_A, "severity": "warning"})],
+    ),
+    (
+        "a circuit open for 6 minutes while its receiver restarts, then closed",
+        [series("cbw_host_circuits_open", "0 1x5 0x40", **A0)],
+        [fires("CallbackCircuitOpen", "6m"), fires("CallbackCircuitOpen", "12m")],
     ),
 ]
 

@@ -11,7 +11,7 @@ from worker.storage.migrate import SCHEMA_HEAD, head
 
 
 def test_the_schema_head_constant_is_the_newest_migration():
-    assert SCHEMA_HEAD == head()
+    assert head() == SCHEMA_HEAD
 
 
 def test_a_worker_process_loads_neither_alembic_nor_the_ed25519_code_until_it_needs_them():

@@ -99,7 +99,7 @@ VALID: list[tuple[str, str, str, Any]] = [
     ("CALLBACK_ADAPTIVE", "off", "adaptive", False),
     ("CALLBACK_MAX_AGE", "3600", "max_age", 3600.0),
     ("CALLBACK_CIRCUIT_PROBE", "2.5", "circuit_probe", 2.5),
-    ("CALLBACK_AFTER_COMMIT", "1", "after_commit", True),
+    ("CALLBACK_AFTER_COMMIT", "0", "after_commit", False),
     ("CALLBACK_TIMEOUT", "20", "timeout", 20.0),
     ("CALLBACK_TIMEOUT", "300", "timeout", 300.0),
     ("CALLBACK_CONNECT_TIMEOUT", "1.5", "connect_timeout", 1.5),

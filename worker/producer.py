@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -17,7 +17,7 @@ from .delivery.targets import check_callback_url
 from .errors import EnqueueFailed, InvalidCallback, InvalidPayload, PayloadTooLarge
 from .streams import status
 from .streams.client import sync_client
-from .streams.entry import CallbackEntry, id_problem
+from .streams.entry import CallbackEntry, id_problem, stream_id_problem
 from .streams.keys import Keys
 from .streams.protocol import SyncDriver
 from .streams.scripts import source
@@ -94,9 +94,20 @@ class CallbackProducer:
         body = encode_payload(request.payload, self._settings.max_payload_bytes)
         return CallbackEntry(new_callback_id(), url, body, request.task_id, 0, now_ms, now_ms)
 
-    def enqueue(self, url: str, payload: Any, *, task_id: str | None = None) -> str:
-        """Enqueue one callback; returns its id (the ``webhook-id`` of every attempt)."""
-        return self.enqueue_many([CallbackRequest(url, payload, task_id)])[0]
+    def enqueue(self, url: str, payload: Any, *, task_id: str | None = None, after: str | None = None) -> str:
+        """Enqueue one callback; returns its id (the ``webhook-id`` of every attempt).
+
+        ``after``: the id of a status entry of shard 0 (:func:`~worker.streams.status.record_status`'s answer)
+        that the status writer must have committed before the first attempt starts (``CALLBACK_AFTER_COMMIT``).
+        """
+        if after is None:
+            return self.enqueue_many([CallbackRequest(url, payload, task_id)])[0]
+        if problem := stream_id_problem(after):
+            raise InvalidCallback(f"after {after[:40]!r} {problem}")
+        now = status.now_ms()
+        entry = replace(self.entry(CallbackRequest(url, payload, task_id), now), after=after)
+        self._send([entry], now)
+        return entry.callback_id
 
     def enqueue_many(self, requests: Iterable[CallbackRequest | tuple[Any, ...] | Mapping[str, Any]]) -> list[str]:
         """Enqueue many callbacks, one round trip per shard; returns their ids in order.
@@ -113,6 +124,11 @@ class CallbackProducer:
                 raise type(e)(f"callback #{index}: {e}") from e
         if not entries:
             return []
+        self._send(entries, now)
+        return [entry.callback_id for entry in entries]
+
+    def _send(self, entries: list[CallbackEntry], now: int) -> None:
+        """Write validated ``entries``, one script call per shard; :class:`EnqueueFailed` names what was taken."""
         enqueued: list[str] = []
         for shard, group in self._by_shard(entries).items():
             try:
@@ -129,7 +145,6 @@ class CallbackProducer:
         from .metrics import ENQUEUED
 
         ENQUEUED.labels(self._settings.namespace).inc(len(entries))
-        return [entry.callback_id for entry in entries]
 
     def _by_shard(self, entries: list[CallbackEntry]) -> dict[int, list[CallbackEntry]]:
         shards = self._settings.shards

@@ -12,12 +12,21 @@ stage timings, result path or error. Its callback payload is::
 The callback goes through the stream (batch mode) or straight to the receiver
 (``CALLBACK_IMMEDIATE``, and as the fallback when Redis refuses the enqueue).
 Without a ``callback_url`` the task's callback status is ``not_required``.
+
+With ``CALLBACK_AFTER_COMMIT`` the callback waits until the status writer has
+committed the task's final row, so a receiver that reads the row when the
+webhook arrives sees the outcome: the entry carries the final update's status
+entry id (``after``) and the leader holds it until the writer's committed mark
+covers it. Immediate delivery polls the mark for up to ``COMMIT_WAIT`` seconds
+before it POSTs; if the row is still not committed then, the callback goes
+through the stream with ``after``, held like any other.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,15 +41,19 @@ from .engine.immediate import ImmediateResult, deliver_now
 from .errors import EnqueueFailed, InvalidCallback, WorkerError
 from .images import ImageConfig, ImageError, decode_base64_image, run_pipeline
 from .producer import CallbackProducer, encode_payload
+from .streams.client import REDIS_ERRORS
 from .streams.entry import CallbackEntry, id_problem
 from .streams.keys import Keys
-from .streams.status import StatusUpdate, now_ms, record_status
+from .streams.protocol import SyncDriver
+from .streams.status import StatusUpdate, committed, covers, now_ms, record_status
 
 log = logging.getLogger(__name__)
 
 TASK_KEYS = frozenset({"task_id", "image", "image_path", "callback_url", "stages", "params"})
 MAX_TASK_ID = 128
 MAX_PARAMS_DEPTH = 32  # stage parameters are flat in practice; deep nesting is an attack on every decoder
+COMMIT_WAIT = 3.0  # seconds immediate delivery waits for the task's row to be committed (CALLBACK_AFTER_COMMIT)
+COMMIT_POLL = 0.02  # seconds between its reads of the committed mark
 
 
 class InvalidTask(WorkerError, ValueError):
@@ -135,7 +148,8 @@ class TaskRunner:
     def __init__(self, settings: Settings, client: redis.Redis, engine: Engine | None = None) -> None:
         self.client = client
         self.engine = engine
-        self.keys = Keys(settings.namespace, settings.queue)
+        self.keys = Keys(settings.namespace, settings.queue)  # shard 0: image tasks' status updates go there
+        self._driver = SyncDriver(client)
         self.runtime = RuntimeFollower(settings, self.keys)  # run-time overrides apply on top of ``settings``
         self._use(settings)
 
@@ -162,8 +176,9 @@ class TaskRunner:
         started = now_ms()
         self._record(task.task_id, started, status="running", started_at=started, **_inputs(task))
         payload, outcome = self._run(task)
-        self._record(task.task_id, now_ms(), **outcome)
-        self._record(task.task_id, now_ms(), **self.execute_callback(task, payload))
+        final = self._record(task.task_id, now_ms(), **outcome)
+        after = final if self.settings.after_commit else None  # None too when the update was not recorded
+        self._record(task.task_id, now_ms(), **self.execute_callback(task, payload, after=after))
         return payload
 
     def _run(self, task: ImageTask) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -201,14 +216,20 @@ class TaskRunner:
         outcome = {"status": "success", "stage": last_stage, "timings": result.timings, "result_path": result.path}
         return payload, {**outcome, "finished_at": finished}
 
-    def execute_callback(self, task: ImageTask, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send the task's callback; returns the task row's callback columns."""
+    def execute_callback(self, task: ImageTask, payload: dict[str, Any], *, after: str | None = None) -> dict[str, Any]:
+        """Send the task's callback; returns the task row's callback columns.
+
+        ``after``: the status entry id of the task's final update, which must be
+        committed before the first attempt (see the module docstring).
+        """
         url = task.callback_url
         if not url:
             return {"callback_status": "not_required"}
-        if not self.settings.immediate:
+        if after is not None and self.settings.immediate and self._wait_for_commit(task.task_id, after):
+            after = None  # committed: deliver now
+        if not self.settings.immediate or after is not None:
             try:
-                callback_id = self.producer.enqueue(url, payload, task_id=task.task_id)
+                callback_id = self.producer.enqueue(url, payload, task_id=task.task_id, after=after)
                 return {"callback_id": callback_id, "callback_status": "queued"}
             except InvalidCallback as e:
                 log.error("task %s: its callback cannot be sent: %s", task.task_id, e)
@@ -229,6 +250,26 @@ class TaskRunner:
         }
         return {**columns, "callback_last_error": result.error}
 
+    def _wait_for_commit(self, task_id: str, after: str) -> bool:
+        """Whether the committed mark covers status entry ``after`` within ``COMMIT_WAIT`` s (Redis down: no)."""
+        deadline = time.monotonic() + COMMIT_WAIT
+        while True:
+            try:
+                if covers(self._driver.run(committed(self.keys)), after):
+                    return True
+            except REDIS_ERRORS as e:
+                log.warning("task %s: the committed mark cannot be read (%s)", task_id, e)
+                return False
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "task %s: its row was not committed within %.0fs (is the status writer running?); "
+                    "its callback goes through the queue and waits there",
+                    task_id,
+                    COMMIT_WAIT,
+                )
+                return False
+            time.sleep(COMMIT_POLL)
+
     def _hand_over(self, task: ImageTask, payload: Any, result: ImmediateResult) -> None:
         # Immediate delivery wants another attempt later than it waits: the leader takes it from here.
         now = now_ms()
@@ -241,12 +282,14 @@ class TaskRunner:
         except EnqueueFailed as e:
             log.error("task %s: callback %s needs a retry but Redis refused it: %s", task.task_id, entry.callback_id, e)
 
-    def _record(self, task_id: str, at: int, **fields: Any) -> None:
+    def _record(self, task_id: str, at: int, **fields: Any) -> str | None:
+        """Append one update of the task's row to shard 0's status stream; its entry id (``None``: not recorded)."""
         update = StatusUpdate("image_edit_tasks", task_id, at, fields)
         try:
-            record_status([update], self.client, self.keys)
+            return record_status([update], self.client, self.keys)
         except redis.RedisError as e:  # status is best effort; the task and its callback go on
             log.warning("task %s: status not recorded (%s): %s", task_id, e, fields.get("status"))
+            return None
 
 
 def _inputs(task: ImageTask) -> dict[str, Any]:

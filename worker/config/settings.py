@@ -47,7 +47,7 @@ class Settings:
     adaptive: bool = True  # learn each host's pace from its 429/503/timeouts (AIMD) and open circuits
     max_age: float = 86_400.0  # a callback held back by its host's circuit is dead-lettered past this age
     circuit_probe: float = 10.0  # seconds between probes of an open circuit
-    after_commit: bool = False  # release an image task's callback only after its final row is committed
+    after_commit: bool = True  # release an image task's callback only after its final row is committed
     timeout: float = 10.0
     connect_timeout: float = 3.0
     claim_idle: float = 30.0

@@ -70,6 +70,7 @@ class HostPace:
     probe_at: float = 0.0  # open: the next probe's time
     error_run: int = 0
     last_status: int | None = None
+    last_held: float = -math.inf  # when a callback of it was last held back (deferred for its circuit or pause)
     last_success: float = -math.inf
     accepted: deque[float] = field(default_factory=deque)  # success times within MEASURE
     attempts: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, failed) within WINDOW

@@ -133,6 +133,18 @@ def record_outcome(settlement: Settlement, outcome: Outcome) -> None:
 def record_poison(settlement: Settlement, entry: CallbackEntry, times: int, limit: int, now_ms: int) -> None:
     """Dead-letter an entry read ``times`` times without being settled (it keeps crashing its leader)."""
     reason = f"poison: read {times} times without being settled (CALLBACK_MAX_DELIVERIES={limit})"
+    record_unattempted(settlement, entry, reason, now_ms)
+    log.error("callback %s dead-lettered: %s", entry.callback_id, reason)
+
+
+def record_expired(settlement: Settlement, entry: CallbackEntry, why: str, max_age: float, now_ms: int) -> None:
+    """Dead-letter an entry its host held back past ``CALLBACK_MAX_AGE`` (an open circuit, a pause)."""
+    reason = f"host unavailable: {why} for longer than CALLBACK_MAX_AGE={max_age:g}s"
+    record_unattempted(settlement, entry, reason, now_ms)
+    log.warning("callback %s dead-lettered: %s", entry.callback_id, reason)
+
+
+def record_unattempted(settlement: Settlement, entry: CallbackEntry, reason: str, now_ms: int) -> None:
+    """Dead-letter ``entry`` for ``reason`` without an attempt's outcome; its row goes ``dead`` too."""
     settlement.dead(entry, {"reason": reason, "status": "", "error": "", "dead_ms": str(now_ms)})
     settlement.record([status.callback_poisoned(entry.callback_id, reason, now_ms, entry.generation)])
-    log.error("callback %s dead-lettered: %s", entry.callback_id, reason)

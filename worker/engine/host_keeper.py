@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 
 from ..streams.host_book import QUIET, HostBook, HostRecord
 from . import adaptive
 from .hosts import HostQueues
 from .observer import DeliveryObserver
+
+HOLDING = 60.0  # seconds after a callback was last parked for its host that the host still counts as holding
 
 
 class HostKeeper:
@@ -42,19 +45,13 @@ class HostKeeper:
             if record.circuit != adaptive.CLOSED:  # a probe that was in flight is lost with its leader
                 pace.circuit, pace.probe_at = adaptive.OPEN, max(now, record.probe_at)
             restored += 1
+        self._apply(await self.book.pauses())
         return restored
 
     async def sync(self) -> None:
-        """Apply operators' pauses, forget quiet hosts, write what changed or is busy; tell the observer."""
+        """Apply pauses (read at the start too), forget quiet hosts, write what changed or is busy; report."""
         now = time.time()
-        paused = await self.book.pauses()
-        for host, until in paused.items():
-            pace = self.queues.pace(host)
-            if pace.held_until != until:
-                pace.held_until, pace.changed = until, True
-        for host, pace in self.queues.paces.items():
-            if pace.held_until and host not in paused:
-                pace.held_until, pace.changed = 0.0, True  # resumed
+        self._apply(await self.book.pauses())
         gone = self.queues.forget_quiet(now, QUIET)
         records = []
         for host, pace in self.queues.paces.items():
@@ -63,11 +60,26 @@ class HostKeeper:
                 records.append(record(host, pace, in_flight, waiting, now))
                 pace.changed = False
         await self.book.save(records, gone)
-        paces = self.queues.paces.values()
+        # A circuit counts while it holds callbacks back (waiting here, or parked lately): one whose
+        # callbacks are all gone is no outage anyone waits on, and is forgotten once quiet.
+        holding = [
+            pace
+            for host, pace in self.queues.paces.items()
+            if any(self.queues.load(host)) or now - pace.last_held < HOLDING
+        ]
         self.observer.hosts_sampled(
-            open_circuits=sum(1 for p in paces if p.circuit != adaptive.CLOSED),
-            held=sum(1 for p in paces if p.blocked(now)),
+            open_circuits=sum(1 for pace in holding if pace.circuit != adaptive.CLOSED),
+            held=sum(1 for pace in holding if pace.blocked(now)),
         )
+
+    def _apply(self, paused: Mapping[str, float]) -> None:
+        for host, until in paused.items():
+            pace = self.queues.pace(host)
+            if pace.held_until != until:
+                pace.held_until, pace.changed = until, True
+        for host, pace in self.queues.paces.items():
+            if pace.held_until and host not in paused:
+                pace.held_until, pace.changed = 0.0, True  # resumed
 
 
 def record(host: str, pace: adaptive.HostPace, in_flight: int, waiting: int, now: float) -> HostRecord:

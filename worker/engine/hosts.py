@@ -57,6 +57,7 @@ def host_of(url: str) -> str:
 
 READY_SLACK = 0.001  # seconds: a host due this soon may start now
 ALLOWANCE = 0.25  # seconds of a host's rate one reservation may count for it
+PACED_HOLD = 2.0  # seconds of a host's starts its queue may hold in memory; the rest waits in the delayed set
 
 
 class HostQueues:
@@ -84,6 +85,7 @@ class HostQueues:
         self._in_flight: dict[str, int] = {}
         self._held: set[str] = set()
         self._probes: set[str] = set()  # entries in flight as an open circuit's probe
+        self._later: dict[str, float] = {}  # refused or shed for their host's pace: seconds until it may start
         self.paces: dict[str, HostPace] = {}
         self.waiting = 0
         self.in_flight = 0
@@ -109,6 +111,15 @@ class HostQueues:
             pace = self.paces[host] = HostPace(rate=self.ceiling(host))
         return pace
 
+    def _cap(self, host: str) -> int:
+        # The most a host keeps waiting here: PACED_HOLD seconds of its pace (never below min_share).
+        return max(self.min_share, int(min(self.pace(host).rate, 1e6) * PACED_HOLD))
+
+    def _back_in(self, host: str, ahead: int) -> float:
+        # When a paced host's overflow should be read again: once what waits here has about drained (its
+        # rate grows meanwhile, so never later than PACED_HOLD: the queue here holds that much).
+        return min(PACED_HOLD, ahead / self.pace(host).rate)
+
     def _ready(self, host: str, now: float) -> bool:
         return self._in_flight.get(host, 0) < self.concurrency and self.pace(host).ready_at() <= now + READY_SLACK
 
@@ -120,8 +131,12 @@ class HostQueues:
         """Queue ``entry``; ``False`` when its host is saturated with a full buffer (the caller defers it)."""
         host = host_of(entry.url)
         queue = self._waiting.get(host)
-        if queue is not None and self._saturated(host) and len(queue) >= self.share():
-            return False
+        if queue is not None:
+            if len(queue) >= self._cap(host):  # a paced host: what it cannot start soon waits in Redis
+                self._later[_identity(entry)] = self._back_in(host, len(queue))
+                return False
+            if self._saturated(host) and len(queue) >= self.share():
+                return False
         if queue is None:
             queue = self._waiting[host] = deque()
         queue.append((entry, time.monotonic() if now is None else now))
@@ -176,17 +191,11 @@ class HostQueues:
         pace = self.pace(host)
         probe = _identity(entry) in self._probes
         if self.adaptive:
-            ceiling = self.ceiling(host)
+            ceiling, interval = self.ceiling(host), self.probe_interval
             adaptive.observe(
-                pace,
-                now,
-                status=status,
-                error=error,
-                retry_after=retry_after,
-                probe=probe,
-                ceiling=ceiling,
-                probe_interval=self.probe_interval,
-            )
+                pace, now, status=status, error=error, retry_after=retry_after, probe=probe, ceiling=ceiling,
+                probe_interval=interval,
+            )  # fmt: skip
         else:
             pace.last_status = status
         if probe and pace.circuit == adaptive.HALF_OPEN:  # its answer said nothing of the host (our own guard)
@@ -217,6 +226,11 @@ class HostQueues:
             if self._saturated(host, wall):
                 while len(queue) > share:
                     out.append(queue.pop()[0])
+            cap = self._cap(host)
+            while len(queue) > cap:
+                entry = queue.pop()[0]
+                self._later[_identity(entry)] = self._back_in(host, len(queue))
+                out.append(entry)
             if not queue:
                 del self._waiting[host]
         self._forget(out)
@@ -238,6 +252,21 @@ class HostQueues:
         """Hosts with every slot in use (for metrics and status)."""
         return sum(1 for count in self._in_flight.values() if count >= self.concurrency)
 
+    def parking(self, entry: CallbackEntry, now: float | None = None) -> tuple[str, float, bool] | None:
+        """Why ``entry`` waits outside (its host is held back, or paced), for how long (s), and whether it may
+        expire for it (``CALLBACK_MAX_AGE``: a circuit or a pause, not a pace); ``None``: the host is merely full."""
+        later = self._later.pop(_identity(entry), None)
+        pace = self.paces.get(host_of(entry.url))
+        now = time.time() if now is None else now
+        if pace is None or not pace.blocked(now):
+            return None if later is None else ("its host's pace", later, False)
+        pace.last_held = now
+        if pace.held_until > now:
+            return "paused by an operator", pace.held_until - now, True
+        if pace.circuit != adaptive.CLOSED:
+            return "its circuit is open", max(0.0, pace.probe_at - now), True
+        return "it asked to wait (Retry-After)", max(later or 0.0, pace.paused_until - now), False
+
     def load(self, host: str) -> tuple[int, int]:
         """``(in flight, waiting)`` of ``host``."""
         return self._in_flight.get(host, 0), len(self._waiting.get(host, ()))
@@ -257,9 +286,8 @@ class HostQueues:
             for host, pace in self.paces.items()
             if host not in self._waiting
             and host not in self._in_flight
-            and now - max(pace.last_success, pace.cut_at, pace.paused_until) > quiet
+            and now - max(pace.last_success, pace.cut_at, pace.paused_until, pace.last_held) > quiet
             and pace.held_until == 0
-            and pace.circuit == adaptive.CLOSED
         ]
         for host in gone:
             del self.paces[host]

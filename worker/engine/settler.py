@@ -23,7 +23,7 @@ from ..streams.entry import CallbackEntry, Malformed
 from ..streams.settlement import Settlement
 from ..streams.status import StatusUpdate, now_ms
 from ..streams.stream import CallbackStream
-from .attempt import Outcome, record_outcome, record_poison
+from .attempt import Outcome, record_expired, record_outcome, record_poison
 from .backoff import wait_for_event
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ class Settler:
         """Dead-letter an entry read ``times`` times without being settled (see :func:`record_poison`)."""
         self._sending.pop(entry.callback_id, None)
         record_poison(self._batch, entry, times, limit, now_ms)
+        self._urgent()
+
+    def expire(self, entry: CallbackEntry, why: str, max_age: float) -> None:
+        """Dead-letter an entry its host held back too long (see :func:`record_expired`)."""
+        self._sending.pop(entry.callback_id, None)
+        record_expired(self._batch, entry, why, max_age, now_ms())
         self._urgent()
 
     def set_aside(self, records: list[Malformed]) -> None:

@@ -20,10 +20,18 @@ Failures, and why nothing is lost or wrongly re-applied:
 - one writer per queue at a time (a lease; see :mod:`.service`), because stream
   order is what "last write wins" means, and parallel consumers would apply
   entries out of order.
+
+Shard 0's writer then moves the committed mark forward (``commit_mark.lua``,
+:func:`~worker.streams.status.publish_committed`) to the newest entry it
+acked: callbacks held for ``CALLBACK_AFTER_COMMIT`` go once it covers them. It
+does so whatever its own settings say, so a fleet that turns the setting on
+process by process never holds a callback that no writer will release. A mark
+not published (Redis failed after the ack) is published on the next turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -39,6 +47,8 @@ from ..errors import StreamGone
 from ..streams.client import REDIS_ERRORS
 from ..streams.groups import Message, id_order
 from ..streams.keys import Keys
+from ..streams.protocol import SyncDriver
+from ..streams.status import publish_committed
 from ..streams.status_stream import StatusStream
 from .apply import IncompleteWrite, StatusStore
 from .entries import StatusEntry, decode_entry, reason, write
@@ -78,6 +88,7 @@ class StatusWriter:
     ) -> None:
         self.client = client
         self.stream = StatusStream(client, keys)
+        self._driver = SyncDriver(client)
         self.store = store
         self.keys = keys
         self.consumer = consumer
@@ -90,6 +101,7 @@ class StatusWriter:
         self._oldest: float | None = None
         self._unacked: list[StatusEntry] = []
         self._unread: deque[Message] = deque()  # read, not yet decoded (the buffer was full)
+        self._unmarked: str | None = None  # shard 0: the newest acked entry the committed mark may not cover yet
         self._per_entry = flush_size  # updates per entry, as last seen: the first read takes one entry
         self.failures = 0  # consecutive failed turns (Redis or database unavailable)
         self.retries = 0  # failed turns since start
@@ -196,8 +208,12 @@ class StatusWriter:
         return FlushResult(len(entries), updates, rows, rejected)
 
     def ack_unacked(self) -> None:
-        """XACK + XDEL applied entries (and set bad updates aside) in one MULTI; kept for later on failure."""
+        """XACK + XDEL applied entries (and set bad updates aside) in one MULTI; kept for later on failure.
+
+        Shard 0's writer then moves the committed mark (:meth:`publish_committed`).
+        """
         if not self._unacked:
+            self.publish_committed()
             return
         entries = self._unacked
         ids = [entry.stream_id for entry in entries]
@@ -210,6 +226,10 @@ class StatusWriter:
             self._unacked, self._claim_all = [], True
             return
         self._unacked = []
+        if self.keys.shard == 0:
+            newest = max(ids, key=id_order)
+            if self._unmarked is None or id_order(newest) > id_order(self._unmarked):
+                self._unmarked = newest
         if acked < len(ids):
             log.warning(
                 "status writer %s: %d of %d entries were no longer ours", self.consumer, len(ids) - acked, len(ids)
@@ -217,11 +237,20 @@ class StatusWriter:
         for entry in (entry for entry in entries if entry.rejected):
             why = entry.rejected[0][1]
             log.warning("status entry %s: %d updates set aside: %s", entry.stream_id, len(entry.rejected), why)
+        self.publish_committed()
+
+    def publish_committed(self) -> None:
+        """Move the committed mark up to the newest entry acked since the last move; kept for later on failure."""
+        if self._unmarked is None:
+            return
+        with contextlib.suppress(StreamGone):  # deleted meanwhile (ops reset): its entries and the mark's meaning too
+            self._driver.run(publish_committed(self.keys, self._unmarked))
+        self._unmarked = None
 
     def abandon(self) -> None:
-        """Drop the buffer without acking (another writer took over; it claims the entries)."""
+        """Drop the buffer without acking (another writer took over; it claims the entries and moves the mark)."""
         self._buffer, self._buffered_updates, self._oldest = {}, 0, None
-        self._unacked, self._unread = [], deque()
+        self._unacked, self._unread, self._unmarked = [], deque(), None
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -277,7 +306,7 @@ class StatusWriter:
                     self.flush()
                 except TRANSIENT:
                     continue
-                if not self._buffer and not self._unacked and not self._unread:
+                if not (self._buffer or self._unacked or self._unread or self._unmarked):
                     return "idle"
 
     def _finish(self, attempts: int = 3) -> None:

@@ -14,6 +14,13 @@ a JSON array of ``{"gen", "reason", "status", "error", "dead_ms", "att",
 "replayed_ms"}`` objects, oldest first, the last :data:`MAX_HISTORY` only
 (read back by :func:`past_generations`). The generation travels into every
 status update, so the database tells one generation's outcome from the next.
+
+A callback may wait for a **status entry** (field ``after``, absent: no wait):
+the id of shard 0's status stream entry holding its image task's final update
+(``CALLBACK_AFTER_COMMIT``). Its first attempt waits until the status writer's
+committed mark covers that id (:mod:`worker.engine.intake`); retries and
+replays do not wait (the row was committed before the first attempt), so
+:meth:`CallbackEntry.next_attempt` and :func:`replay_of` drop it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 MAX_ID_CHARS = 200  # callback and task ids: ours are 36 characters; producers' task ids are short
 MAX_URL_CHARS = 2048
 MAX_COUNTER = 10**15  # attempts and epoch milliseconds fit well below this
+MAX_STREAM_ID_PART = 2**64 - 1  # each half of a Redis stream id ("ms-seq") is a 64-bit unsigned integer
 RAW_FIELD_CHARS = 1024  # of each field of a malformed record, kept for the operator
 RAW_FIELDS = 32
 MAX_HISTORY = 10  # past generations an entry keeps (the newest); each replay is an operator's act
@@ -43,9 +51,10 @@ class CallbackEntry:
     (re)queued. ``stream_id`` is the id of the stream entry carrying it, when
     it was read from the stream. ``generation`` counts the replays from the
     dead letters, ``history`` holds the dead-letter records of the earlier
-    generations (JSON, see the module docstring; carried as it came). Field
-    names in Redis are short: every byte repeats in every entry, and
-    ``gen``/``hist`` appear only once a callback was replayed.
+    generations (JSON, see the module docstring; carried as it came).
+    ``after`` is the status entry its first attempt waits for (see the module
+    docstring). Field names in Redis are short: every byte repeats in every
+    entry, and ``gen``/``hist``/``after`` appear only when set.
     """
 
     callback_id: str
@@ -58,6 +67,7 @@ class CallbackEntry:
     stream_id: str | None = None
     generation: int = 0
     history: str | None = None
+    after: str | None = None
 
     def fields(self) -> dict[str, str]:
         """Stream entry fields (the stream id is not a field)."""
@@ -75,6 +85,8 @@ class CallbackEntry:
             out["gen"] = str(self.generation)
         if self.history is not None:
             out["hist"] = self.history
+        if self.after is not None:
+            out["after"] = self.after
         return out
 
     @classmethod
@@ -98,8 +110,8 @@ class CallbackEntry:
         return decoded
 
     def next_attempt(self) -> CallbackEntry:
-        """The entry after one more failed attempt (still carried by the same stream entry)."""
-        return replace(self, attempts=self.attempts + 1)
+        """The entry after one more failed attempt (still carried by the same stream entry); it waits for nothing."""
+        return replace(self, attempts=self.attempts + 1, after=None)
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ def decode(stream_id: str | None, raw: Mapping[Any, Any]) -> CallbackEntry | Mal
         stream_id,
         generation,
         fields.get("hist"),
+        fields.get("after"),
     )
 
 
@@ -192,6 +205,7 @@ def replay_of(letter: CallbackEntry, dead: Mapping[str, str], now_ms: int) -> Ca
         stream_id=None,
         generation=letter.generation + 1,
         history=json.dumps(kept, separators=(",", ":")),  # ASCII: lone surrogates cannot reach Redis
+        after=None,  # its first generation was attempted: the row it waited for was committed then
     )
 
 
@@ -228,6 +242,15 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+def stream_id_problem(value: str) -> str | None:
+    """What is wrong with a Redis stream id (``None``: nothing): ``<ms>-<seq>``, two 64-bit unsigned integers."""
+    ms, dash, seq = value.partition("-")
+    for part in (ms, seq):
+        if not (dash and 0 < len(part) <= 20 and part.isascii() and part.isdigit()) or int(part) > MAX_STREAM_ID_PART:
+            return "is not a stream id (<ms>-<seq>, two unsigned 64-bit integers)"
+    return None
+
+
 def _checked(fields: dict[str, str]) -> tuple[int, int, int, int] | str:
     """The counters ``att``, ``t0``, ``tq``, ``gen`` of valid fields (each parsed once), or what is wrong."""
     for name in ("cid", "url", "body"):
@@ -237,6 +260,9 @@ def _checked(fields: dict[str, str]) -> tuple[int, int, int, int] | str:
         value = fields.get(name)
         if value is not None and (problem := id_problem(value)):
             return f"{name!r} {problem}"
+    after = fields.get("after")
+    if after is not None and (problem := stream_id_problem(after)):
+        return f"'after' {problem}"
     url = fields["url"]
     if len(url) > MAX_URL_CHARS or not url.startswith(("http://", "https://")) or not url.isprintable():
         return "'url' is not an http(s) URL of printable characters"

@@ -26,6 +26,13 @@ counters never decrease) make replays and out-of-order duplicates harmless.
 A callback's updates carry its ``generation`` (the replay count,
 :mod:`worker.streams.entry`) only when it is not 0, so the updates of a callback
 never replayed, the producer's compact form included, are what they always were.
+
+**The committed mark** (``Keys.status_committed``, ``CALLBACK_AFTER_COMMIT``):
+the status writer of shard 0 moves it forward after every commit and ack
+(``commit_mark.lua``, :func:`publish_committed`); every entry of shard 0's
+status stream at or below it is in the database. Image tasks' updates always
+go to shard 0's stream, so a callback that waits for its task's final update
+(entry field ``after``) may go once :func:`covers` says the mark is past it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from .client import text
+from .groups import id_order
+from .keys import STATUS_GROUP
+from .protocol import Command, Operation, Script
 
 if TYPE_CHECKING:
     import redis
@@ -245,7 +255,7 @@ def callback_attempted(
 
 
 def callback_poisoned(callback_id: str, reason: str, at: int, generation: int = 0) -> StatusUpdate:
-    """A callback of generation ``generation`` was dead-lettered without an attempt's outcome (it kept crashing)."""
+    """A callback of generation ``generation`` was dead-lettered without an attempt's outcome (poison, expired)."""
     return StatusUpdate("callbacks", callback_id, at, _generation({"status": "dead", "last_error": reason}, generation))
 
 
@@ -266,3 +276,30 @@ def record_status(updates: Iterable[StatusUpdate], client: redis.Redis, keys: Ke
     if not batch:
         return None
     return text(client.xadd(keys.status_updates, {"u": encode(batch)}))
+
+
+def covers(mark: str | None, stream_id: str) -> bool:
+    """Whether committed mark ``mark`` (as read; ``None``: none yet) is at or past status entry ``stream_id``."""
+    if mark is None:
+        return False
+    try:
+        return id_order(stream_id) <= id_order(mark)
+    except ValueError:  # not a stream id (a mark someone else wrote): nothing is covered until the writer's next
+        return False
+
+
+def committed(keys: Keys) -> Operation[str | None]:
+    """The committed mark of the namespace's queue (shard 0's status stream); ``None`` before the first."""
+    mark = yield Command("get", (keys.status_committed,))
+    return None if mark is None else text(mark)
+
+
+def publish_committed(keys: Keys, stream_id: str) -> Operation[str | None]:
+    """Move the committed mark forward to ``stream_id``, just committed and acked (never back; see ``commit_mark.lua``).
+
+    An older entry of shard 0's status stream still pending in the writers'
+    group keeps the mark below it. Returns the mark after the call.
+    """
+    home = keys.of_shard(0)
+    mark = yield Script("commit_mark", (home.status_committed, home.status_updates), (STATUS_GROUP, stream_id))
+    return None if not mark else text(mark)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import redis
 import redis.asyncio as aioredis
 
-from . import groups, queue, snapshot
+from . import groups, queue, snapshot, status
 from .groups import ConsumerInfo, GroupInfo, Pending
 from .keys import GROUP, Keys
 from .protocol import AsyncDriver, SyncDriver
@@ -61,6 +61,10 @@ class CallbackStream:
     async def promote_all(self, limit: int) -> int:
         """Move every due retry back, ``limit`` per call (until fewer move); returns how many moved."""
         return await self._driver.run(queue.promote_all(self.keys, limit))
+
+    async def committed(self) -> str | None:
+        """The status writer's committed mark (of shard 0's status stream, whichever shard this is)."""
+        return await self._driver.run(status.committed(self.keys))
 
 
 class SyncCallbackStream:
