@@ -80,6 +80,7 @@ def test_shards_spread_over_the_nodes_and_a_worker_delivers_them_all(
     for receiver in receivers:
         assert receiver.wait_for(40, timeout=60), worker.output()[-3000:]
     assert sorted(i for r in receivers for i in set(r.ids())) == sorted(ids)
+
     # The status writer followed every shard's status stream into the database.
     def all_delivered() -> bool:
         found = rows(cluster_env["DATABASE_URL"])
