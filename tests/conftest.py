@@ -221,6 +221,14 @@ def recorded_updates(rclient: redis.Redis, keys: Keys) -> list[Any]:
     return updates
 
 
+def run_python(*argv: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python <argv>`` from the project root with ``env`` on top of this process's (output captured)."""
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

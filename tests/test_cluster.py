@@ -6,14 +6,13 @@ each test has its own namespace in it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SECRET, settings_env, wait_until
+from conftest import SECRET, run_python, settings_env, wait_until
 
 from testkit.cluster import PrivateCluster, cluster_tools
 from testkit.receiver import Receiver
@@ -110,19 +109,8 @@ def test_a_master_restarted_during_a_burst_loses_nothing(cluster, cluster_env, s
 def test_ops_status_reads_every_shard_of_a_cluster(cluster, cluster_env, namespace, receivers):
     settings = Settings.from_env(settings_env(namespace, cluster.url, **cluster_env))
     CallbackProducer(settings).enqueue_many([(f"{r.url}/ok", {"n": n}) for n in range(5) for r in receivers])
-    env = {**settings_env(namespace, cluster.url, **cluster_env), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "ops", "status", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python("-m", "ops", "status", "--json", env=settings_env(namespace, cluster.url, **cluster_env))
     assert done.returncode == 0, done.stderr
-    import json
-
     state = json.loads(done.stdout)
     assert state["backlog"] == 30
     assert sum(shard["backlog"] for shard in state["shards"]) == 30
