@@ -49,7 +49,7 @@ def test_a_rate_limited_receiver_is_paced_to_what_it_accepts_while_another_host_
 def test_a_host_that_is_down_gets_one_probe_per_interval_and_everything_once_it_is_back(
     start_worker, make_settings, receiver, healthy, rclient
 ):
-    outage, probe = 15, 2.0
+    outage, probe = 10, 1.5
     env = {**PATIENT, "CALLBACK_CIRCUIT_PROBE": probe}
     start_worker(threads=3, **env)
     producer = CallbackProducer(make_settings(**env))
