@@ -118,7 +118,8 @@ def secret_value(raw: str) -> str:
     return raw
 
 
-def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
+def _json_object(raw: str, shape: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; ``ValueError`` saying what it is not (``shape``: what it should be)."""
     try:
         mapping = json.loads(raw)
     except json.JSONDecodeError as e:
@@ -126,7 +127,12 @@ def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
     except RecursionError:
         raise ValueError("not JSON (nested too deep)") from None
     if not isinstance(mapping, dict):
-        raise ValueError("must be a JSON object")
+        raise ValueError(f"must be a JSON object {shape}".rstrip())
+    return mapping
+
+
+def _secrets_by_prefix(raw: str) -> tuple[tuple[str, str], ...]:
+    mapping = _json_object(raw, "")
     pairs = []
     for prefix, secret in mapping.items():
         # Keys and values swapped would put a secret here: never echo one, nor a URL's credentials.
@@ -162,14 +168,7 @@ MAX_HOST_RATES = 10_000  # hosts in CALLBACK_HOST_RATES
 
 def _host_rates(raw: str) -> tuple[tuple[str, float], ...]:
     """``{"host:port": rate}``: per-host ceilings (deliveries per second > 0), hosts lower-cased."""
-    try:
-        mapping = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON ({e.msg})") from e
-    except RecursionError:
-        raise ValueError("not JSON (nested too deep)") from None
-    if not isinstance(mapping, dict):
-        raise ValueError('must be a JSON object {"host:port": rate}')
+    mapping = _json_object(raw, '{"host:port": rate}')
     if len(mapping) > MAX_HOST_RATES:
         raise ValueError(f"names {len(mapping)} hosts; at most {MAX_HOST_RATES}")
     rates = {}
