@@ -182,3 +182,11 @@ def test_callbacks_of_a_paused_host_that_are_older_than_the_max_age_go_to_the_de
     letters = rclient.xrange(keys.dead)
     assert len(letters) == 3
     assert all("host unavailable: paused by an operator" in fields["reason"] for _, fields in letters)
+
+
+def test_a_host_at_the_global_rate_is_spaced_by_the_global_pace_alone():
+    at_global, below = HostPace(rate=200.0), HostPace(rate=50.0)
+    adaptive.start(at_global, 10.0, global_rate=200.0)
+    adaptive.start(below, 10.0, global_rate=200.0)
+    assert at_global.ready_at() == 0.0  # a global slot that woke late must not refuse the next one
+    assert below.ready_at() == pytest.approx(10.02)

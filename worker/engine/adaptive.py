@@ -88,13 +88,19 @@ class HostPace:
         return self.circuit != CLOSED or max(self.paused_until, self.held_until) > now
 
 
-def start(pace: HostPace, now: float) -> bool:
-    """An attempt starts now; returns whether it is the open circuit's probe."""
+def start(pace: HostPace, now: float, global_rate: float = math.inf) -> bool:
+    """An attempt starts now; returns whether it is the open circuit's probe.
+
+    A host paced at the global rate (or above) is not spaced again here: the global
+    pace's slots already are, and spacing them twice made a slot that woke a little
+    late refuse the next one (measured: 167/s of a 200/s pace).
+    """
     if pace.circuit == OPEN:
         pace.circuit, pace.changed = HALF_OPEN, True
         return True
     pace.first_start = min(pace.first_start, now)
-    pace.next_start = max(now, pace.next_start) + 1.0 / pace.rate
+    if pace.rate < global_rate:
+        pace.next_start = max(now, pace.next_start) + 1.0 / pace.rate
     return False
 
 

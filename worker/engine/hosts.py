@@ -71,6 +71,7 @@ class HostQueues:
         max_wait: float = float("inf"),
         *,
         ceiling: Callable[[str], float] = lambda host: math.inf,
+        global_rate: float = math.inf,
         adaptive: bool = False,
         probe_interval: float = 10.0,
     ) -> None:
@@ -79,6 +80,7 @@ class HostQueues:
         self.min_share = max(1, min_share)
         self.max_wait = max_wait
         self.ceiling = ceiling  # host -> the most it is paced at
+        self.global_rate = global_rate  # a host at this pace is spaced by the global pace alone
         self.adaptive = adaptive  # learn from refusals and failures (else only the ceilings apply)
         self.probe_interval = probe_interval
         self._waiting: OrderedDict[str, deque[tuple[CallbackEntry, float]]] = OrderedDict()
@@ -178,7 +180,7 @@ class HostQueues:
             self._in_flight[host] = self._in_flight.get(host, 0) + 1
             self.waiting -= 1
             self.in_flight += 1
-            if adaptive.start(self.pace(host), now):
+            if adaptive.start(self.pace(host), now, self.global_rate):
                 self._probes.add(_identity(entry))
             return entry
         return None
@@ -271,9 +273,9 @@ class HostQueues:
         """``(in flight, waiting)`` of ``host``."""
         return self._in_flight.get(host, 0), len(self._waiting.get(host, ()))
 
-    def recast(self, ceiling: Callable[[str], float], adaptive_on: bool) -> None:
+    def recast(self, ceiling: Callable[[str], float], global_rate: float, adaptive_on: bool) -> None:
         """New ceilings (a run-time change): no host is paced above its ceiling; without adaptation, at it."""
-        self.ceiling, self.adaptive = ceiling, adaptive_on
+        self.ceiling, self.global_rate, self.adaptive = ceiling, global_rate, adaptive_on
         for host, pace in self.paces.items():
             top = ceiling(host)
             pace.rate = min(pace.rate, top) if adaptive_on and pace.capacity else top

@@ -1,12 +1,13 @@
-"""The leader loop: the one consumer that paces and delivers a queue's callbacks.
+"""The leader loop: the one consumer that paces and delivers a shard's callbacks.
 
 While it holds the lease it runs six cooperating tasks on one event loop:
 
 - intake (:mod:`.intake`): XREADGROUP new entries into per-host queues (a full
   host buffer defers);
 - dispatch (here): reserve start slots from the global pace and start
-  deliveries at their slot times, round-robin over hosts with a free slot;
-  :mod:`.attempt` judges each attempt;
+  deliveries at their slot times, round-robin over hosts with a free slot
+  whose own pace (:mod:`.adaptive`) lets them start; :mod:`.attempt` judges
+  each attempt, and each answer teaches its host's pace;
 - settle (:mod:`.settler`): write finished outcomes (ack, retry, dead letter)
   in one script call;
 - housekeeping (:mod:`.housekeeping`): move due retries back, reclaim entries
@@ -99,6 +100,7 @@ class Leader:
             min_share,
             max_wait=settings.claim_idle / 3,
             ceiling=ceilings(settings),
+            global_rate=settings.rate,
             adaptive=settings.adaptive,
             probe_interval=settings.circuit_probe,
         )
@@ -106,16 +108,8 @@ class Leader:
         self._work = asyncio.Event()  # entries wait for dispatch
         self.settler = Settler(self.stream, settings.batch_size)
         self.intake = Intake(settings, self.stream, self.queues, self.settler, self.observer, work=self._work)
-        self.housekeeper = Housekeeper(
-            settings,
-            self.stream,
-            self.intake,
-            self.settler,
-            self.observer,
-            lose=self._lose,
-            burst=burst,
-            hosts=self.host_keeper,
-        )
+        housekeeping = (self.stream, self.intake, self.settler, self.observer)
+        self.housekeeper = Housekeeper(settings, *housekeeping, lose=self._lose, burst=burst, hosts=self.host_keeper)
         self._client = client
         self._stopping = False
         self._lost = False
@@ -294,7 +288,7 @@ class Leader:
         self.settings = self.intake.settings = self.housekeeper.settings = settings
         self.pace = Pace(self._client, self.keys.pace, settings.rate)
         self.queues.reshape(settings.host_concurrency, *host_limits(settings))
-        self.queues.recast(ceilings(settings), settings.adaptive)
+        self.queues.recast(ceilings(settings), settings.rate, settings.adaptive)
         self.settler.batch_size = settings.batch_size
         self.sender.use_keys(SigningKeys.from_settings(settings))
         self._work.set()
