@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {details.machine()}.",
         ]
         further = details.sections(figures, args.callbacks, args.rounds, args.dramatiq_threads)
-        extra = [done["status"], done["images"], *further, done["shards"], done["memory"]]
+        later = [done[name] for name in SECTIONS if name not in ("status", "images")]
+        extra = [done["status"], done["images"], *further, *later]
         with open(output, "w", encoding="utf-8") as handle:
             handle.write(markdown("Benchmarks", preamble, table, extra))
         step(f"wrote {output}")

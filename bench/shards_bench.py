@@ -233,7 +233,16 @@ def table(rows: list[Row], notes: list[str]) -> str:
         "Shards led per process: each shard's `leader:info` holder (w: that process holds the status writer's "
         "lease too), before and after each run."
     )
-    return "\n\n".join([setup, markdown_table(headers, lines), *notes])
+    why = (
+        "Why shards do not multiply the rate here: the machine has 2 cores, shared by the receiver process, "
+        "Redis and every worker process; one shard's leader already keeps about one core busy, so a second "
+        "leader process competes for the same cores (and adds its own event loop, Redis round trips and "
+        "status writes per callback, hence the higher CPU per callback). Shards spread the work; on a box "
+        "with a core per leader (and the receivers elsewhere) they add capacity. One hot host stays in one "
+        "shard: its ceiling is one leader's (leader CPU per callback ~2.2x the bare client's in "
+        "`python -m bench.leader_profile`, no single hotspot)."
+    )
+    return "\n\n".join([setup, markdown_table(headers, lines), *notes, why])
 
 
 async def _serve(ports: list[int]) -> None:
