@@ -88,8 +88,7 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
 # The floor's steps, as module: label. "sys" is loaded already: its step is the bare interpreter.
 IMPORT_STEPS = {
     "sys": "the interpreter",
-    **{name: f"`{name}`" for name in ("redis", "aiohttp", "sqlalchemy", "alembic")},
-    "cryptography.hazmat.primitives.asymmetric.ed25519": "`cryptography` (Ed25519)",
+    **{name: f"`{name}`" for name in ("redis", "aiohttp", "sqlalchemy")},
     "worker.actors": "the rest of `worker.actors`",
 }
 
