@@ -25,7 +25,7 @@ from worker.errors import SettingsError, WorkerError
 from worker.streams.client import sync_client
 from worker.streams.keys import Keys
 
-from . import commands, hosts, render
+from . import commands, hosts, render, render_hosts
 
 Command = Callable[[argparse.Namespace, Settings, redis.Redis], int]
 MAX_STREAM_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit integers
@@ -224,14 +224,14 @@ def _config(args: argparse.Namespace, settings: Settings, client: redis.Redis) -
 def _host_command(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
     if args.action == "list":
         listed = hosts.listing(client, settings, args.limit)
-        print(render.as_json(listed) if args.json else render.host_list(listed))
+        print(render.as_json(listed) if args.json else render_hosts.host_list(listed))
         return 0
     if args.action == "pause":
         result = hosts.pause(client, settings, args.host, args.seconds)
-        text = render.host_paused(result, settings.max_delay)
+        text = render_hosts.host_paused(result, settings.max_delay)
     else:
         result = hosts.resume(client, settings, args.host)
-        text = render.host_resumed(result, settings.max_delay)
+        text = render_hosts.host_resumed(result, settings.max_delay)
         if not result["resumed"]:
             print(render.one_line(text), file=sys.stderr)
             return 1
