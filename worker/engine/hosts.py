@@ -17,9 +17,8 @@ refused or shed for its size. A host held back by its own pace beyond its
 spacing (a Retry-After, an open circuit, an operator's pause; see
 :mod:`.adaptive`) counts as saturated: it keeps its share, the rest is deferred.
 
-Each host also has a :class:`~.adaptive.HostPace`: its learned (or configured)
-rate spaces its starts, and :meth:`HostQueues.take` passes over a host whose
-next start is not due yet.
+Each host's :class:`~.adaptive.HostPace` spaces its starts (:meth:`HostQueues.take`
+passes over a host not due yet) and caps what it keeps here to ``PACED_HOLD`` s.
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ def host_of(url: str) -> str:
 READY_SLACK = 0.001  # seconds: a host due this soon may start now
 ALLOWANCE = 0.25  # seconds of a host's rate one reservation may count for it
 PACED_HOLD = 2.0  # seconds of a host's starts its queue may hold in memory; the rest waits in the delayed set
+PAUSE_PARK = 3.0  # seconds a paused host's callback is parked at a time (a resume applies within this)
 
 
 class HostQueues:
@@ -263,8 +263,8 @@ class HostQueues:
         if pace is None or not pace.blocked(now):
             return None if later is None else ("its host's pace", later, False)
         pace.last_held = now
-        if pace.held_until > now:
-            return "paused by an operator", pace.held_until - now, True
+        if pace.held_until > now:  # parked briefly: a resume must not wait for a long parking to end
+            return "paused by an operator", min(PAUSE_PARK, pace.held_until - now), True
         if pace.circuit != adaptive.CLOSED:
             return "its circuit is open", max(0.0, pace.probe_at - now), True
         return "it asked to wait (Retry-After)", max(later or 0.0, pace.paused_until - now), False
