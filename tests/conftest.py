@@ -229,6 +229,20 @@ def run_python(*argv: str, env: dict[str, str], timeout: float = 60) -> subproce
     )
 
 
+def ops_in_process(namespace: str, redis_url: str, monkeypatch: Any, capsys: Any, **defaults: str) -> Any:
+    """``run(*argv, **env_overrides)`` -> (exit code, stdout, stderr) of ``python -m ops`` run in this process."""
+    from ops.__main__ import main
+
+    def run(*argv: str, **overrides: str) -> tuple[int, str, str]:
+        for name, value in settings_env(namespace, redis_url, **{**defaults, **overrides}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(argv))
+        return (code, *capsys.readouterr())
+
+    return run
+
+
 def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

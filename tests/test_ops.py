@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_burst, settings_env
+from conftest import ROOT, ops_in_process, run_burst, settings_env
 
 from ops import commands, render
-from ops.__main__ import main
 from ops.commands import RecoverReport, ReplayFilter
 from worker.producer import CallbackProducer, new_callback_id
 from worker.streams.client import sync_client
@@ -31,16 +30,8 @@ def client(redis_url):
 
 @pytest.fixture
 def cli(namespace, redis_url, monkeypatch, capsys):
-    """``cli(*argv, **env_overrides)`` -> (exit code, stdout, stderr) of ``python -m ops`` run in-process."""
-
-    def run(*argv: str, **overrides: str) -> tuple[int, str, str]:
-        for name, value in settings_env(namespace, redis_url, **overrides).items():
-            monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        code = main(list(argv))
-        return (code, *capsys.readouterr())
-
-    return run
+    """``cli(*argv, **env_overrides)`` -> (exit code, stdout, stderr) of ``python -m ops``, run in-process."""
+    return ops_in_process(namespace, redis_url, monkeypatch, capsys)
 
 
 def redis_ms(rclient) -> int:

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import settings_env
+from conftest import ops_in_process
 from redis.crc import key_slot
 
 from ops import commands, render
-from ops.__main__ import main
 from ops.commands import ReplayFilter
 from worker.producer import CallbackProducer, new_callback_id
 from worker.streams.client import sync_client
@@ -46,15 +45,7 @@ def client(redis_url):
 @pytest.fixture
 def cli(namespace, redis_url, monkeypatch, capsys):
     """``cli(*argv, **env_overrides)`` -> (exit code, stdout, stderr) of ``python -m ops``, 3 shards by default."""
-
-    def run(*argv: str, **overrides: str) -> tuple[int, str, str]:
-        for name, value in settings_env(namespace, redis_url, **{**SHARDS, **overrides}).items():
-            monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        code = main(list(argv))
-        return (code, *capsys.readouterr())
-
-    return run
+    return ops_in_process(namespace, redis_url, monkeypatch, capsys, **SHARDS)
 
 
 def redis_ms(rclient) -> int:

@@ -96,15 +96,15 @@ class LeaseWatch(Middleware):
         driver = SyncDriver(client)
         period = min(1.0, self.settings.lease_ttl / 4)
         while not self.stopping.wait(period):
-            leases = list(self.leases)
+            free: list[WatchedLease] = []  # shard leases just seen free: not asked again
             if self._conductor is not None:
                 try:
-                    leases += self.free_shards(driver, self._conductor)
+                    free = self.free_shards(driver, self._conductor)
                 except redis.RedisError as e:
                     log.warning("shard watch: Redis unavailable (%s); will look again", e)
-            for watched in leases:
+            for watched in [*self.leases, *free]:
                 try:
-                    self.check(client, broker, watched)
+                    self.check(client, broker, watched, seen_free=watched in free)
                 except redis.RedisError as e:
                     log.warning("%s watch: Redis unavailable (%s); will look again", watched.actor, e)
         if self._conductor is not None:
@@ -129,9 +129,9 @@ class LeaseWatch(Middleware):
             free = [keys for keys in free if keys.shard not in idle]
         return [WatchedLease(LEADER_ACTOR, keys.leader_lease, keys.election, (keys.shard,)) for keys in free]
 
-    def check(self, client: redis.Redis, broker: Broker, watched: WatchedLease) -> bool:
+    def check(self, client: redis.Redis, broker: Broker, watched: WatchedLease, *, seen_free: bool = False) -> bool:
         """Send the actor's message if its lease is free and no other process just did; returns whether it sent."""
-        if client.exists(watched.lease.lease):
+        if not seen_free and client.exists(watched.lease.lease):
             return False
         ttl_ms = int(self.settings.lease_ttl * 1000)
         if not client.set(watched.election_key, str(os.getpid()), nx=True, px=ttl_ms):

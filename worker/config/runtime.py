@@ -34,8 +34,8 @@ import redis.asyncio as aioredis
 
 from ..errors import SettingsError, WorkerError
 from ..redact import printable
-from ..streams.client import cancellable
 from ..streams.keys import Keys
+from ..streams.protocol import AsyncDriver, Command, Operation, SyncDriver
 from ..streams.scripts import source
 from .settings import Settings
 from .variables import REDACTED, VARIABLES, parse_value
@@ -249,7 +249,7 @@ class RuntimeFollower:
     def poll(self, client: redis.Redis) -> Settings | None:
         """Read the configuration (blocking client) and :meth:`follow` it."""
         try:
-            raw = client.get(self._key)
+            raw = SyncDriver(client).run(_read(self._key))
         except (redis.RedisError, OSError, UnicodeError) as e:
             self._not_read(e)
             return None
@@ -258,7 +258,7 @@ class RuntimeFollower:
     async def poll_async(self, client: aioredis.Redis) -> Settings | None:
         """Read the configuration (asyncio client) and :meth:`follow` it."""
         try:
-            raw = await cancellable(client.get(self._key))
+            raw = await AsyncDriver(client).run(_read(self._key))
         except (redis.RedisError, OSError, UnicodeError) as e:
             self._not_read(e)
             return None
@@ -299,3 +299,8 @@ def _encodable(value: str) -> bool:
     except UnicodeError:
         return False
     return True
+
+
+def _read(key: str) -> Operation[Any]:
+    """Operation: the stored configuration (``None`` when unset)."""
+    return (yield Command("get", (key,)))

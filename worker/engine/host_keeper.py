@@ -53,20 +53,17 @@ class HostKeeper:
         now = time.time()
         self._apply(await self.book.pauses())
         gone = self.queues.forget_quiet(now, QUIET)
-        records = []
+        records, holding = [], []
         for host, pace in self.queues.paces.items():
             in_flight, waiting = self.queues.load(host)
             if pace.changed or in_flight or waiting:
                 records.append(record(host, pace, in_flight, waiting, now))
                 pace.changed = False
+            # A circuit counts while it holds callbacks back (waiting here, or parked lately): one whose
+            # callbacks are all gone is no outage anyone waits on, and is forgotten once quiet.
+            if in_flight or waiting or now - pace.last_held < HOLDING:
+                holding.append(pace)
         await self.book.save(records, gone)
-        # A circuit counts while it holds callbacks back (waiting here, or parked lately): one whose
-        # callbacks are all gone is no outage anyone waits on, and is forgotten once quiet.
-        holding = [
-            pace
-            for host, pace in self.queues.paces.items()
-            if any(self.queues.load(host)) or now - pace.last_held < HOLDING
-        ]
         self.observer.hosts_sampled(
             open_circuits=sum(1 for pace in holding if pace.circuit != adaptive.CLOSED),
             held=sum(1 for pace in holding if pace.blocked(now)),

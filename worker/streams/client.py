@@ -8,16 +8,12 @@ handles reconnection itself (the leader loop backs off and goes on).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-
-T = TypeVar("T")
 
 # A cluster client's own failures (no reachable node, slots not covered) are not RedisErrors in redis-py.
 CLUSTER_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.RedisClusterException,)
@@ -89,23 +85,6 @@ def is_cluster_node(url: str) -> bool | None:
             return None
         _MODES[url] = answer
     return _MODES[url]
-
-
-async def cancellable(call: Awaitable[T]) -> T:
-    """Await one asyncio Redis call, and raise a cancellation that came while it ran but did not surface.
-
-    redis-py writes each command under ``asyncio.wait_for`` (its socket timeout), and on
-    Python 3.11 ``wait_for`` drops a cancellation that arrives as the write completes: the
-    call then returns as if nothing had happened (measured: three of six cancellation
-    timings), and a cancelled loop ran on, so a leader stepping down waited for it forever.
-    The task still counts the request (:meth:`asyncio.Task.cancelling`); it is raised here.
-    """
-    task = asyncio.current_task()
-    before = task.cancelling() if task is not None else 0
-    result = await call
-    if task is not None and task.cancelling() > before:
-        raise asyncio.CancelledError("cancelled during a Redis call")
-    return result
 
 
 def _ask_cluster(url: str) -> bool | None:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from .client import cancellable
-from .scripts import source
+from .protocol import AsyncDriver, Operation, Script
 
 MICRO = 1_000_000
 
@@ -52,10 +51,13 @@ class Pace:
     def __init__(self, client: aioredis.Redis, key: str, rate: float) -> None:
         self._key = key
         self._interval_us = max(1, round(MICRO / rate))
-        self._script = client.register_script(source("gcra"))
+        self._driver = AsyncDriver(client)
 
     async def reserve(self, want: int, horizon: float) -> Reservation:
         """Reserve up to ``want`` slots whose first starts within ``horizon`` seconds."""
-        call = self._script(keys=[self._key], args=[self._interval_us, want, int(horizon * MICRO)])
-        granted, offset_us = await cancellable(call)
-        return Reservation(int(granted), int(offset_us) / MICRO, self._interval_us / MICRO)
+        return await self._driver.run(_reserve(self._key, self._interval_us, want, int(horizon * MICRO)))
+
+
+def _reserve(key: str, interval_us: int, want: int, horizon_us: int) -> Operation[Reservation]:
+    granted, offset_us = yield Script("gcra", (key,), (interval_us, want, horizon_us))
+    return Reservation(int(granted), int(offset_us) / MICRO, interval_us / MICRO)
